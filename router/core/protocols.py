@@ -1,0 +1,109 @@
+"""The small interfaces `router/core` talks to. Adapters elsewhere implement them."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+from numpy.typing import NDArray
+
+from router.core.types import (
+    Prediction,
+    Reservation,
+    SampleRequest,
+    SampleResult,
+    TextDelta,
+    WindowState,
+)
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Turns a prompt into an L2-normalised float32 vector of length ``dim``."""
+
+    @property
+    def dim(self) -> int: ...
+
+    async def embed(self, text: str) -> NDArray[np.float32]: ...
+
+
+@runtime_checkable
+class Predictor(Protocol):
+    """Per-arm success probability and output-token estimates for one prompt."""
+
+    @property
+    def version(self) -> str: ...
+
+    @property
+    def arms(self) -> Sequence[str]: ...
+
+    def predict(self, embedding: NDArray[np.float32], prompt: str) -> Prediction: ...
+
+
+@runtime_checkable
+class Ledger(Protocol):
+    """Per-tenant budget ledger. Amounts are integer micro-dollars.
+
+    ``caps`` maps a window name (``hourly``, ``daily``, ``weekly``, ``monthly``) to its cap.
+    ``reserve`` raises ``BudgetExceeded`` when any window cannot cover ``amount_micros`` and
+    ``LedgerUnavailable`` when the store cannot be reached; it is idempotent on request_id.
+    """
+
+    async def reserve(
+        self,
+        tenant: str,
+        request_id: str,
+        amount_micros: int,
+        caps: Mapping[str, int],
+        hold_ttl_s: float,
+    ) -> Reservation: ...
+
+    async def settle(
+        self,
+        tenant: str,
+        request_id: str,
+        actual_micros: int,
+        audit: Mapping[str, str],
+    ) -> tuple[WindowState, ...]: ...
+
+    async def release(self, tenant: str, request_id: str) -> None: ...
+
+    async def windows(self, tenant: str, caps: Mapping[str, int]) -> tuple[WindowState, ...]: ...
+
+    async def ping(self) -> bool: ...
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """One model tier. ``stream`` yields text deltas and ends with one ``SampleResult``.
+
+    Failures raise ``BackendError`` (or ``BackendTimeout``); nothing else escapes.
+    """
+
+    @property
+    def tier(self) -> str: ...
+
+    def stream(self, request: SampleRequest) -> AsyncIterator[TextDelta | SampleResult]: ...
+
+    async def ready(self) -> bool: ...
+
+    async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class OutcomeSink(Protocol):
+    """Durable log of decisions and of the scores that arrive for them later."""
+
+    async def write_decision(self, record: Mapping[str, Any]) -> None: ...
+
+    async def write_score(self, decision_id: str, tenant: str, score: float) -> None: ...
+
+
+@runtime_checkable
+class DecisionIndex(Protocol):
+    """Remembers which tenant owns a decision id, for ``RecordOutcome``."""
+
+    async def remember(self, decision_id: str, tenant: str, arm: str) -> None: ...
+
+    async def owner(self, decision_id: str) -> str | None: ...
