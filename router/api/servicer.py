@@ -1,0 +1,197 @@
+"""The gRPC ``ttc_router.v1.Router`` service: parse, authenticate, call the core, map errors."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf.message import DecodeError, Message
+
+from router.api.auth import authenticate
+from router.api.convert import decision_to_pb, final_to_pb, hints_from_pb, window_to_pb
+from router.api.errors import abort
+from router.api.gen.ttc_router.v1 import router_pb2 as pb
+from router.config.tenants import TenantsConfig
+from router.core.service import Delta, RouterCore, Tenant
+from router.errors import InvalidRequest, Overloaded
+
+log = logging.getLogger("ttc_router.api")
+
+SERVICE_NAME = "ttc_router.v1.Router"
+M = TypeVar("M", bound=Message)
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+@dataclass(frozen=True)
+class Malformed:
+    """Stands in for a request that failed to parse, so the handler can say why."""
+
+    message_type: str
+    reason: str
+
+
+class ConcurrencyLimiter:
+    """A permit count: at the limit a call is refused at once, never queued."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.inflight = 0
+
+    @contextmanager
+    def permit(self) -> Iterator[None]:
+        if self.inflight >= self.limit:
+            raise Overloaded(
+                f"the server is handling {self.limit} requests, its limit; retry with backoff"
+            )
+        self.inflight += 1
+        try:
+            yield
+        finally:
+            self.inflight -= 1
+
+
+def _parsed(request: M | Malformed) -> M:
+    if isinstance(request, Malformed):
+        raise InvalidRequest(
+            f"the request is not a valid {request.message_type}: {request.reason} "
+            "(string fields such as 'prompt' must be valid UTF-8)"
+        )
+    return request
+
+
+class RouterServicer:
+    def __init__(
+        self,
+        core: Callable[[], RouterCore],
+        tenants: Callable[[], TenantsConfig],
+        limiter: ConcurrencyLimiter,
+        *,
+        default_deadline_s: float,
+    ) -> None:
+        self._core = core
+        self._tenants = tenants
+        self.limiter = limiter
+        self.default_deadline_s = default_deadline_s
+
+    def _tenant(self, context: Context) -> Tenant:
+        return authenticate(context.invocation_metadata(), self._tenants())
+
+    def _timeout(self, context: Context) -> float:
+        left = context.time_remaining()
+        if left is None:
+            return self.default_deadline_s
+        return min(float(left), self.default_deadline_s)
+
+    async def Route(self, request: pb.RouteRequest | Malformed, context: Context) -> pb.RouteResponse:
+        try:
+            req = _parsed(request)
+            tenant = self._tenant(context)
+            with self.limiter.permit():
+                res = await self._core().route(
+                    tenant,
+                    req.prompt,
+                    hints_from_pb(req.hints),
+                    request_id=req.request_id,
+                    reserve=req.reserve,
+                )
+            return pb.RouteResponse(
+                decision=decision_to_pb(res.decision),
+                reserved=res.reserved,
+                budget_remaining_micros=res.remaining_micros,
+            )
+        except Exception as exc:
+            await abort(context, exc)
+            raise
+
+    async def Generate(
+        self, request: pb.GenerateRequest | Malformed, context: Context
+    ) -> AsyncIterator[pb.GenerateResponse]:
+        try:
+            req = _parsed(request)
+            tenant = self._tenant(context)
+            with self.limiter.permit():
+                stream = self._core().generate(
+                    tenant,
+                    req.prompt,
+                    hints_from_pb(req.hints),
+                    request_id=req.request_id,
+                    timeout_s=self._timeout(context),
+                )
+                try:
+                    async for event in stream:
+                        if isinstance(event, Delta):
+                            yield pb.GenerateResponse(delta=event.text)
+                        else:
+                            yield final_to_pb(event)
+                finally:
+                    await stream.aclose()
+        except Exception as exc:
+            await abort(context, exc)
+            raise
+
+    async def RecordOutcome(
+        self, request: pb.RecordOutcomeRequest | Malformed, context: Context
+    ) -> pb.RecordOutcomeResponse:
+        try:
+            req = _parsed(request)
+            tenant = self._tenant(context)
+            await self._core().record_outcome(tenant, req.decision_id, req.score)
+            return pb.RecordOutcomeResponse()
+        except Exception as exc:
+            await abort(context, exc)
+            raise
+
+    async def GetBudget(
+        self, request: pb.GetBudgetRequest | Malformed, context: Context
+    ) -> pb.GetBudgetResponse:
+        try:
+            _parsed(request)
+            tenant = self._tenant(context)
+            windows = await self._core().budget(tenant)
+            return pb.GetBudgetResponse(
+                tenant=tenant.name, windows=[window_to_pb(w) for w in windows]
+            )
+        except Exception as exc:
+            await abort(context, exc)
+            raise
+
+
+def _deserializer(cls: type[Message]) -> Callable[[bytes], Message | Malformed]:
+    def parse(data: bytes) -> Message | Malformed:
+        try:
+            return cls.FromString(data)
+        except DecodeError as exc:
+            return Malformed(cls.DESCRIPTOR.full_name, str(exc) or "cannot decode")
+
+    return parse
+
+
+def generic_handler(servicer: RouterServicer) -> grpc.GenericRpcHandler:
+    """Registers the service with deserializers that turn bad bytes into INVALID_ARGUMENT."""
+    handlers = {
+        "Route": grpc.unary_unary_rpc_method_handler(
+            servicer.Route,
+            request_deserializer=_deserializer(pb.RouteRequest),
+            response_serializer=pb.RouteResponse.SerializeToString,
+        ),
+        "Generate": grpc.unary_stream_rpc_method_handler(
+            servicer.Generate,
+            request_deserializer=_deserializer(pb.GenerateRequest),
+            response_serializer=pb.GenerateResponse.SerializeToString,
+        ),
+        "RecordOutcome": grpc.unary_unary_rpc_method_handler(
+            servicer.RecordOutcome,
+            request_deserializer=_deserializer(pb.RecordOutcomeRequest),
+            response_serializer=pb.RecordOutcomeResponse.SerializeToString,
+        ),
+        "GetBudget": grpc.unary_unary_rpc_method_handler(
+            servicer.GetBudget,
+            request_deserializer=_deserializer(pb.GetBudgetRequest),
+            response_serializer=pb.GetBudgetResponse.SerializeToString,
+        ),
+    }
+    return grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)

