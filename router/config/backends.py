@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from router.core.types import Arm, Price
+from router.errors import InvalidRequest
 
 
 class _Strict(BaseModel):
@@ -54,27 +55,35 @@ class TierConfig(_Strict):
     latency: LatencyConfig = LatencyConfig()
 
 
+def _arm_name(value: str) -> str:
+    try:
+        Arm.parse(value)
+    except InvalidRequest as exc:
+        raise ValueError(exc.message) from None
+    return value
+
+
+ArmName = Annotated[str, AfterValidator(_arm_name)]
+
+
 class BackendsConfig(_Strict):
     tiers: dict[str, TierConfig] = Field(min_length=1)
-    arms: list[str] = Field(min_length=1)
+    arms: list[ArmName] = Field(min_length=1)
 
     @field_validator("arms")
     @classmethod
-    def _arms_well_formed(cls, arms: list[str]) -> list[str]:
-        for a in arms:
-            Arm.parse(a)
+    def _arms_valid(cls, arms: list[str], info: ValidationInfo) -> list[str]:
         if len(set(arms)) != len(arms):
             raise ValueError("arms must not repeat")
-        return arms
-
-    @model_validator(mode="after")
-    def _arms_use_known_tiers(self) -> BackendsConfig:
-        for a in self.arms:
+        tiers = info.data.get("tiers")
+        if tiers is None:  # tiers failed validation; that error is reported already
+            return arms
+        for a in arms:
             tier = Arm.parse(a).tier
-            if tier not in self.tiers:
-                known = ", ".join(sorted(self.tiers))
+            if tier not in tiers:
+                known = ", ".join(sorted(tiers))
                 raise ValueError(f"arm {a!r} names tier {tier!r}, which is not under tiers ({known})")
-        return self
+        return arms
 
     def arm_list(self) -> list[Arm]:
         return [Arm.parse(a) for a in self.arms]

@@ -1,0 +1,1 @@
+"""The `ttc-router` command line."""

