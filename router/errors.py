@@ -11,7 +11,7 @@ exceptions (``redis.exceptions.*``, ``grpc.RpcError``, ``InferenceServerExceptio
     ├── InvalidRequest               the request itself is malformed (fix the request)
     │   └── UnknownArm               an arm named in the request is not configured
     ├── Unauthenticated              no API key, or a key that matches no tenant
-    ├── PermissionDenied             the tenant may not do this (arm not allowed, other tenant's data)
+    ├── PermissionDenied             the tenant may not do this (arm not allowed, not its data)
     ├── NotFound                     a decision id or tenant that does not exist
     ├── BudgetExceeded               the tenant's remaining budget cannot cover the reservation
     ├── Overloaded                   the server is at its concurrency limit; retry later

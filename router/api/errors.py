@@ -44,7 +44,9 @@ def to_grpc_status(err: e.RouterError) -> grpc.Status:
     if isinstance(err, e.BudgetExceeded) and err.violations:
         failure = error_details_pb2.QuotaFailure(
             violations=[
-                error_details_pb2.QuotaFailure.Violation(subject=v.subject, description=v.description)
+                error_details_pb2.QuotaFailure.Violation(
+                    subject=v.subject, description=v.description
+                )
                 for v in err.violations
             ]
         )

@@ -48,8 +48,12 @@ def generate(out: Path) -> None:
 
 
 def _same_tree(a: Path, b: Path) -> bool:
-    files_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
-    files_b = sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    files_a = sorted(
+        p.relative_to(a) for p in a.rglob("*") if p.is_file() and "__pycache__" not in p.parts
+    )
+    files_b = sorted(
+        p.relative_to(b) for p in b.rglob("*") if p.is_file() and "__pycache__" not in p.parts
+    )
     if files_a != files_b:
         return False
     return all(filecmp.cmp(a / f, b / f, shallow=False) for f in files_a)
@@ -64,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
             generate(Path(tmp))
             if not _same_tree(Path(tmp), GEN_DIR):
                 print(
-                    "router/api/gen is out of date with protos/: run `python -m router.api.protogen`",
+                    "router/api/gen is out of date with protos/: "
+                    "run `python -m router.api.protogen`",
                     file=sys.stderr,
                 )
                 return 1

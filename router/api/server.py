@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -32,7 +33,7 @@ def overall_serving(components: Mapping[str, bool]) -> bool:
 class RunningServer:
     server: grpc.aio.Server
     port: int
-    health: health.aio.HealthServicer
+    health: Any  # grpc_health.v1.health.aio.HealthServicer
     probe: HealthProbe
     interval_s: float = 5.0
     _task: asyncio.Task[None] | None = field(default=None, repr=False)
@@ -83,7 +84,7 @@ async def start_server(
         ]
     )
     server.add_generic_rpc_handlers((generic_handler(servicer),))
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = (
         router_pb2.DESCRIPTOR.services_by_name["Router"].full_name,

@@ -78,7 +78,8 @@ class RouterServicer:
         self.default_deadline_s = default_deadline_s
 
     def _tenant(self, context: Context) -> Tenant:
-        return authenticate(context.invocation_metadata(), self._tenants())
+        metadata = [(str(k), v) for k, v in context.invocation_metadata() or ()]
+        return authenticate(metadata, self._tenants())
 
     def _timeout(self, context: Context) -> float:
         left = context.time_remaining()
@@ -86,7 +87,9 @@ class RouterServicer:
             return self.default_deadline_s
         return min(float(left), self.default_deadline_s)
 
-    async def Route(self, request: pb.RouteRequest | Malformed, context: Context) -> pb.RouteResponse:
+    async def Route(
+        self, request: pb.RouteRequest | Malformed, context: Context
+    ) -> pb.RouteResponse:
         try:
             req = _parsed(request)
             tenant = self._tenant(context)
@@ -170,7 +173,7 @@ def _deserializer(cls: type[Message]) -> Callable[[bytes], Message | Malformed]:
     return parse
 
 
-def generic_handler(servicer: RouterServicer) -> grpc.GenericRpcHandler:
+def generic_handler(servicer: RouterServicer) -> grpc.GenericRpcHandler[Any, Any]:
     """Registers the service with deserializers that turn bad bytes into INVALID_ARGUMENT."""
     handlers = {
         "Route": grpc.unary_unary_rpc_method_handler(

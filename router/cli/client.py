@@ -33,7 +33,7 @@ def stub(address: str) -> Iterator[Any]:
     from router.api.gen.ttc_router.v1 import router_pb2_grpc
 
     with grpc.insecure_channel(address) as channel:
-        yield router_pb2_grpc.RouterStub(channel)
+        yield router_pb2_grpc.RouterStub(channel)  # type: ignore[no-untyped-call]
 
 
 def fail(err: grpc.RpcError, console: Console) -> None:
@@ -44,8 +44,9 @@ def fail(err: grpc.RpcError, console: Console) -> None:
     raise SystemExit(1)
 
 
-def hints(arms: list[str], max_cost: float | None, min_quality: float | None,
-          max_latency_ms: float | None) -> Any:
+def hints(
+    arms: list[str], max_cost: float | None, min_quality: float | None, max_latency_ms: float | None
+) -> Any:
     from router.api.gen.ttc_router.v1 import router_pb2 as pb
 
     h = pb.Hints(arms=arms)
@@ -65,8 +66,12 @@ def print_decision(d: Any, console: Console) -> None:
     for c in d.candidates:
         mark = "→ " if c.arm == d.arm else "  "
         table.add_row(
-            mark + c.arm, f"{c.p_success:.3f}", usd(c.expected_cost_micros),
-            usd(c.reserved_cost_micros), f"{c.expected_latency_ms:.0f}", c.excluded_reason,
+            mark + c.arm,
+            f"{c.p_success:.3f}",
+            usd(c.expected_cost_micros),
+            usd(c.reserved_cost_micros),
+            f"{c.expected_latency_ms:.0f}",
+            c.excluded_reason,
         )
     console.print(table)
 
@@ -76,8 +81,11 @@ def route(address: str, api_key: str, prompt: str, h: Any, reserve: bool, consol
 
     with stub(address) as s:
         try:
-            resp = s.Route(pb.RouteRequest(prompt=prompt, hints=h, reserve=reserve),
-                           metadata=[("x-api-key", api_key)], timeout=30)
+            resp = s.Route(
+                pb.RouteRequest(prompt=prompt, hints=h, reserve=reserve),
+                metadata=[("x-api-key", api_key)],
+                timeout=30,
+            )
         except grpc.RpcError as err:
             fail(err, console)
             return
@@ -88,14 +96,18 @@ def route(address: str, api_key: str, prompt: str, h: Any, reserve: bool, consol
     )
 
 
-def generate(address: str, api_key: str, prompt: str, h: Any, timeout: float,
-             console: Console) -> None:
+def generate(
+    address: str, api_key: str, prompt: str, h: Any, timeout: float, console: Console
+) -> None:
     from router.api.gen.ttc_router.v1 import router_pb2 as pb
 
     with stub(address) as s:
         try:
-            for msg in s.Generate(pb.GenerateRequest(prompt=prompt, hints=h),
-                                  metadata=[("x-api-key", api_key)], timeout=timeout):
+            for msg in s.Generate(
+                pb.GenerateRequest(prompt=prompt, hints=h),
+                metadata=[("x-api-key", api_key)],
+                timeout=timeout,
+            ):
                 if msg.HasField("delta"):
                     sys.stdout.write(msg.delta)
                     sys.stdout.flush()
@@ -104,7 +116,8 @@ def generate(address: str, api_key: str, prompt: str, h: Any, timeout: float,
                     d = f.decision
                     sys.stdout.write("\n")
                     console.print(
-                        f"[dim]arm[/] {d.arm}  [dim]tier[/] {d.tier}  [dim]strategy[/] {d.strategy}  "
+                        f"[dim]arm[/] {d.arm}  [dim]tier[/] {d.tier}  "
+                        f"[dim]strategy[/] {d.strategy}  "
                         f"[dim]p_success[/] {d.p_success:.3f}\n"
                         f"[dim]tokens[/] {f.usage.input_tokens} in / {f.usage.output_tokens} out "
                         f"({f.usage.samples} sample(s))  [dim]cost[/] {usd(f.cost_micros)} "
@@ -131,6 +144,12 @@ def budget(address: str, api_key: str, console: Console) -> None:
     for col in ("window", "cap", "spent", "held", "remaining", "resets at"):
         table.add_column(col)
     for w in resp.windows:
-        table.add_row(w.window, usd(w.cap_micros), usd(w.spent_micros), usd(w.held_micros),
-                      usd(w.remaining_micros), w.reset_at)
+        table.add_row(
+            w.window,
+            usd(w.cap_micros),
+            usd(w.spent_micros),
+            usd(w.held_micros),
+            usd(w.remaining_micros),
+            w.reset_at,
+        )
     console.print(table)

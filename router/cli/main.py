@@ -11,14 +11,19 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-app = typer.Typer(help="ttc-router: per-request compute allocation for LLM traffic.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="ttc-router: per-request compute allocation for LLM traffic.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 config_app = typer.Typer(help="Validate policy files and make key hashes.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 console = Console()
 err_console = Console(stderr=True)
 
-Address = Annotated[str, typer.Option("--address", envvar="TTC_ADDRESS", help="host:port of the service")]
+Address = Annotated[
+    str, typer.Option("--address", envvar="TTC_ADDRESS", help="host:port of the service")
+]
 ApiKey = Annotated[str, typer.Option("--api-key", envvar="TTC_API_KEY", help="tenant API key")]
 Arms = Annotated[list[str], typer.Option("--arm", help="only consider this arm (repeatable)")]
 MaxCost = Annotated[float | None, typer.Option("--max-cost", help="max reserved cost, USD")]
@@ -62,8 +67,14 @@ def route(
     """Ask for a decision only: which arm, at what predicted quality and cost."""
     from router.cli import client
 
-    client.route(address, api_key, prompt, client.hints(arm, max_cost, min_quality, max_latency_ms),
-                 reserve, console)
+    client.route(
+        address,
+        api_key,
+        prompt,
+        client.hints(arm, max_cost, min_quality, max_latency_ms),
+        reserve,
+        console,
+    )
 
 
 @app.command()
@@ -80,8 +91,14 @@ def generate(
     """Route and answer a prompt, streaming the answer, then its arm, usage and cost."""
     from router.cli import client
 
-    client.generate(address, api_key, prompt,
-                    client.hints(arm, max_cost, min_quality, max_latency_ms), timeout, console)
+    client.generate(
+        address,
+        api_key,
+        prompt,
+        client.hints(arm, max_cost, min_quality, max_latency_ms),
+        timeout,
+        console,
+    )
 
 
 @app.command()

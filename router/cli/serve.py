@@ -37,18 +37,26 @@ async def serve(settings: Settings, console: Console) -> None:
         raise
     host = settings.listen.rsplit(":", 1)[0]
     core = runtime.core
-    console.print(f"  backends : {'simulated demo backends' if runtime.demo else settings.backends_file}")
+    console.print(
+        f"  backends : {'simulated demo backends' if runtime.demo else settings.backends_file}"
+    )
     for tier, cfg in runtime.backends_config.tiers.items():
-        console.print(f"             {tier:<10} {cfg.protocol:<7} {cfg.endpoint}  model={cfg.model}")
+        console.print(
+            f"             {tier:<10} {cfg.protocol:<7} {cfg.endpoint}  model={cfg.model}"
+        )
     console.print(f"  arms     : {', '.join(core.catalog.names)}")
-    console.print(f"  redis    : {runtime.redis_url}{' (embedded)' if settings.redis_url is None else ''}")
+    console.print(
+        f"  redis    : {runtime.redis_url}{' (embedded)' if settings.redis_url is None else ''}"
+    )
     console.print(f"  predictor: {core.predictor.version}")
-    console.print(f"  tenants  : {settings.tenants_file} ({len(runtime.tenants.tenants)} tenant(s))")
+    console.print(
+        f"  tenants  : {settings.tenants_file} ({len(runtime.tenants.tenants)} tenant(s))"
+    )
     console.print(f"  outcomes : {settings.outcomes_dir}/")
     console.print(f"  health   : {running.last}")
     console.print(
         f"[green]serving on {host}:{running.port}[/] (ready in {time.monotonic() - t0:.1f} s); "
-        "try: ttc-router generate \"What is 17*23?\""
+        'try: ttc-router generate "What is 17*23?"'
     )
 
     loop = asyncio.get_running_loop()

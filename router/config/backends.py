@@ -82,7 +82,9 @@ class BackendsConfig(_Strict):
             tier = Arm.parse(a).tier
             if tier not in tiers:
                 known = ", ".join(sorted(tiers))
-                raise ValueError(f"arm {a!r} names tier {tier!r}, which is not under tiers ({known})")
+                raise ValueError(
+                    f"arm {a!r} names tier {tier!r}, which is not under tiers ({known})"
+                )
         return arms
 
     def arm_list(self) -> list[Arm]:

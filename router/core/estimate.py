@@ -24,11 +24,15 @@ def input_token_bounds(prompt: str, wordpiece_tokens: int) -> tuple[int, int]:
     return expected, max(expected, upper)
 
 
-def candidate(spec: ArmSpec, pred: ArmPrediction, input_expected: int, input_upper: int) -> Candidate:
+def candidate(
+    spec: ArmSpec, pred: ArmPrediction, input_expected: int, input_upper: int
+) -> Candidate:
     """Price one arm. ``max_tokens`` caps each sample, so the reservation is a true bound."""
     tier = spec.tier
     k = spec.strategy.samples
-    max_tokens = min(tier.max_output_tokens, max(MIN_OUTPUT_TOKENS, math.ceil(pred.output_tokens_hi)))
+    max_tokens = min(
+        tier.max_output_tokens, max(MIN_OUTPUT_TOKENS, math.ceil(pred.output_tokens_hi))
+    )
     expected_out = min(float(max_tokens), max(1.0, pred.output_tokens))
     price = tier.price
     expected_usd_micros = k * (

@@ -11,7 +11,7 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -141,7 +141,8 @@ class RouterCore:
             for name in hints.arms:
                 if name not in self.catalog:
                     raise UnknownArm(
-                        f"arm {name!r} is not offered; offered arms: {', '.join(self.catalog.names)}"
+                        f"arm {name!r} is not offered; offered arms: "
+                        f"{', '.join(self.catalog.names)}"
                     )
                 if not tenant.config.allows(name):
                     raise PermissionDenied(f"tenant {tenant.name!r} may not use arm {name!r}")
@@ -159,9 +160,7 @@ class RouterCore:
         embedding = await self.embedder.embed(prompt)
         prediction = self.predictor.predict(embedding, prompt)
         in_expected, in_upper = input_token_bounds(prompt, self.count_tokens(prompt))
-        candidates = [
-            candidate(s, prediction.arms[s.name], in_expected, in_upper) for s in specs
-        ]
+        candidates = [candidate(s, prediction.arms[s.name], in_expected, in_upper) for s in specs]
         windows = await self.ledger.windows(tenant.name, tenant.caps)
         remaining = min(w.remaining_micros for w in windows) if windows else None
         max_cost = _min_opt(
@@ -215,7 +214,7 @@ class RouterCore:
         *,
         request_id: str = "",
         timeout_s: float | None = None,
-    ) -> AsyncIterator[Delta | GenerateResult]:
+    ) -> AsyncGenerator[Delta | GenerateResult, None]:
         """Stream the answer; the last item is the ``GenerateResult``.
 
         The budget hold is settled on success and released on any failure or cancellation,
@@ -275,8 +274,11 @@ class RouterCore:
             if cost > decision.chosen.reserved_cost_micros:
                 log.warning(
                     "settled cost above reservation",
-                    extra={"decision_id": decision.decision_id, "cost": cost,
-                           "reserved": decision.chosen.reserved_cost_micros},
+                    extra={
+                        "decision_id": decision.decision_id,
+                        "cost": cost,
+                        "reserved": decision.chosen.reserved_cost_micros,
+                    },
                 )
             latency_ms = (time.monotonic() - started) * 1000
             await self._record(tenant, prompt, decision, result, cost, latency_ms, None)

@@ -10,7 +10,9 @@ from datetime import datetime
 
 from router.errors import InvalidRequest
 
-_ARM_RE = re.compile(r"^(?P<tier>[A-Za-z0-9][A-Za-z0-9._-]*)/(?P<strategy>[A-Za-z][A-Za-z0-9_-]*(@\d+)?)$")
+_ARM_RE = re.compile(
+    r"^(?P<tier>[A-Za-z0-9][A-Za-z0-9._-]*)/(?P<strategy>[A-Za-z][A-Za-z0-9_-]*(@\d+)?)$"
+)
 
 
 @dataclass(frozen=True, order=True)

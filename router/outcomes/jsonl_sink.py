@@ -13,12 +13,11 @@ import asyncio
 import json
 import os
 import socket
+import time
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-
-import time
 
 
 class JsonlOutcomeSink:

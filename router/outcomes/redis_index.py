@@ -17,8 +17,9 @@ def decision_key(prefix: str, decision_id: str) -> str:
 
 
 class RedisDecisionIndex:
-    def __init__(self, client: aioredis.Redis, *, key_prefix: str = "ttc",
-                 ttl_s: int = DECISION_TTL_S) -> None:
+    def __init__(
+        self, client: aioredis.Redis, *, key_prefix: str = "ttc", ttl_s: int = DECISION_TTL_S
+    ) -> None:
         self.client = client
         self.prefix = key_prefix
         self.ttl_s = ttl_s

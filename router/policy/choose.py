@@ -72,7 +72,10 @@ def exclusion_reason(c: Candidate, k: Constraints) -> tuple[str, bool] | None:
             False,
         )
     if k.min_quality is not None and c.p_success < k.min_quality:
-        return f"predicted quality {c.p_success:.3f} is below min_quality {k.min_quality:.3f}", False
+        return (
+            f"predicted quality {c.p_success:.3f} is below min_quality {k.min_quality:.3f}",
+            False,
+        )
     if k.remaining_micros is not None and c.reserved_cost_micros > k.remaining_micros:
         return (
             f"reservation {_usd(c.reserved_cost_micros)} exceeds the remaining budget "

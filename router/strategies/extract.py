@@ -12,10 +12,10 @@ def extract_answer(text: str) -> str:
     """``\\boxed{…}`` if present, else the last number, else the normalised last line."""
     boxed = _BOXED.findall(text)
     if boxed:
-        return boxed[-1].strip()
+        return str(boxed[-1]).strip()
     numbers = _NUMBER.findall(text)
     if numbers:
-        value = numbers[-1].replace(",", "")
+        value = str(numbers[-1]).replace(",", "")
         if "." in value:
             value = value.rstrip("0").rstrip(".")
         return value

@@ -28,8 +28,9 @@ class Greedy(Strategy):
         timeout_s: float | None,
         emit: Emit,
     ) -> StrategyResult:
-        req = SampleRequest(prompt=prompt, max_tokens=max_tokens, temperature=0.0, seed=0,
-                            timeout_s=timeout_s)
+        req = SampleRequest(
+            prompt=prompt, max_tokens=max_tokens, temperature=0.0, seed=0, timeout_s=timeout_s
+        )
         result = await collect_sample(backend, req, emit)
         return StrategyResult(result.text, result.input_tokens, result.output_tokens, 1)
 

@@ -48,8 +48,13 @@ class Vote(Strategy):
         emit: Emit,
     ) -> StrategyResult:
         requests = [
-            SampleRequest(prompt=prompt, max_tokens=max_tokens,
-                          temperature=SAMPLING_TEMPERATURE, seed=i, timeout_s=timeout_s)
+            SampleRequest(
+                prompt=prompt,
+                max_tokens=max_tokens,
+                temperature=SAMPLING_TEMPERATURE,
+                seed=i,
+                timeout_s=timeout_s,
+            )
             for i in range(self.k)
         ]
         try:

@@ -63,19 +63,31 @@ class MemoryLedger:
             for w, cap in caps.items()
         )
 
-    async def reserve(self, tenant: str, request_id: str, amount_micros: int,
-                      caps: Mapping[str, int], hold_ttl_s: float) -> Reservation:
+    async def reserve(
+        self,
+        tenant: str,
+        request_id: str,
+        amount_micros: int,
+        caps: Mapping[str, int],
+        hold_ttl_s: float,
+    ) -> Reservation:
         if (tenant, request_id) in self.holds:
-            return Reservation(tenant, request_id, self.holds[(tenant, request_id)],
-                               self._state(tenant, caps), True)
+            return Reservation(
+                tenant,
+                request_id,
+                self.holds[(tenant, request_id)],
+                self._state(tenant, caps),
+                True,
+            )
         for w in self._state(tenant, caps):
             if amount_micros > w.remaining_micros:
                 raise BudgetExceeded("over", [QuotaViolation(f"tenant:{tenant}/{w.window}", "x")])
         self.holds[(tenant, request_id)] = amount_micros
         return Reservation(tenant, request_id, amount_micros, self._state(tenant, caps))
 
-    async def settle(self, tenant: str, request_id: str, actual_micros: int,
-                     audit: Mapping[str, str]) -> tuple[WindowState, ...]:
+    async def settle(
+        self, tenant: str, request_id: str, actual_micros: int, audit: Mapping[str, str]
+    ) -> tuple[WindowState, ...]:
         self.holds.pop((tenant, request_id), None)
         if (tenant, request_id) not in self.settled:
             self.settled[(tenant, request_id)] = actual_micros
@@ -95,8 +107,14 @@ class MemoryLedger:
 class ScriptedBackend:
     """Streams ``text`` word by word; can fail after ``fail_after`` deltas or stall."""
 
-    def __init__(self, tier: str, text: str = "17 * 23 = 391", *, fail_after: int | None = None,
-                 stall: bool = False) -> None:
+    def __init__(
+        self,
+        tier: str,
+        text: str = "17 * 23 = 391",
+        *,
+        fail_after: int | None = None,
+        stall: bool = False,
+    ) -> None:
         self._tier = tier
         self.text = text
         self.fail_after = fail_after
@@ -151,10 +169,18 @@ class DictIndex:
 BACKENDS = BackendsConfig.model_validate(
     {
         "tiers": {
-            "small": {"protocol": "triton", "endpoint": "x:1", "model": "s",
-                      "price": {"input_per_mtok": 0.1, "output_per_mtok": 0.2}},
-            "big": {"protocol": "openai", "endpoint": "http://x", "model": "b",
-                    "price": {"input_per_mtok": 2.5, "output_per_mtok": 10.0}},
+            "small": {
+                "protocol": "triton",
+                "endpoint": "x:1",
+                "model": "s",
+                "price": {"input_per_mtok": 0.1, "output_per_mtok": 0.2},
+            },
+            "big": {
+                "protocol": "openai",
+                "endpoint": "http://x",
+                "model": "b",
+                "price": {"input_per_mtok": 2.5, "output_per_mtok": 10.0},
+            },
         },
         "arms": ["small/greedy", "small/vote@3", "big/greedy"],
     }
@@ -166,10 +192,18 @@ PREDICTIONS = {
 }
 
 
-def tenant(name: str = "acme", cap_usd: float = 1.0, lam: float = 0.0,
-           arms: list[str] | None = None) -> Tenant:
-    return Tenant(name, TenantConfig(api_key_sha256=hash_api_key(name), daily_cap_usd=cap_usd,
-                                     lambda_per_usd=lam, allowed_arms=arms or ["*"]))
+def tenant(
+    name: str = "acme", cap_usd: float = 1.0, lam: float = 0.0, arms: list[str] | None = None
+) -> Tenant:
+    return Tenant(
+        name,
+        TenantConfig(
+            api_key_sha256=hash_api_key(name),
+            daily_cap_usd=cap_usd,
+            lambda_per_usd=lam,
+            allowed_arms=arms or ["*"],
+        ),
+    )
 
 
 def make_core(backends: Mapping[str, Any] | None = None) -> RouterCore:

@@ -23,7 +23,9 @@ from tests.unit.fakes import ListSink, MemoryLedger, ScriptedBackend, make_core,
 async def run(core: RouterCore, prompt: str, **kw: Any) -> tuple[str, GenerateResult]:
     text = ""
     final = None
-    async for ev in core.generate(kw.pop("tenant", tenant()), prompt, kw.pop("hints", Hints()), **kw):
+    async for ev in core.generate(
+        kw.pop("tenant", tenant()), prompt, kw.pop("hints", Hints()), **kw
+    ):
         if isinstance(ev, Delta):
             text += ev.text
         else:
@@ -64,12 +66,15 @@ async def test_vote_runs_k_samples_and_charges_all() -> None:
     small = core.backends["small"]
     assert isinstance(small, ScriptedBackend)
     assert sorted(r.seed for r in small.requests) == [0, 1, 2]
-    assert final.cost_micros == core.catalog.get("small/vote@3").tier.price.to_price().micros(30, 15)
+    assert final.cost_micros == core.catalog.get("small/vote@3").tier.price.to_price().micros(
+        30, 15
+    )
 
 
 async def test_backend_failure_mid_stream_releases_hold_and_records_error() -> None:
-    core = make_core({"small": ScriptedBackend("small"),
-                      "big": ScriptedBackend("big", fail_after=2)})
+    core = make_core(
+        {"small": ScriptedBackend("small"), "big": ScriptedBackend("big", fail_after=2)}
+    )
     got: list[str] = []
     with pytest.raises(BackendError):
         async for ev in core.generate(tenant(), "hello there", Hints()):
@@ -140,7 +145,9 @@ async def test_bad_requests_are_refused_before_any_spend(
 async def test_arm_not_allowed_for_tenant() -> None:
     core = make_core()
     with pytest.raises(PermissionDenied):
-        await run(core, "hi", tenant=tenant(arms=["small/greedy"]), hints=Hints(arms=("big/greedy",)))
+        await run(
+            core, "hi", tenant=tenant(arms=["small/greedy"]), hints=Hints(arms=("big/greedy",))
+        )
 
 
 async def test_route_reserves_only_when_asked() -> None:
@@ -148,7 +155,9 @@ async def test_route_reserves_only_when_asked() -> None:
     r = await core.route(tenant(), "hi", Hints(), reserve=False)
     assert not r.reserved and ledger(core).holds == {}
     r = await core.route(tenant(), "hi", Hints(), reserve=True, request_id="req-1")
-    assert r.reserved and ledger(core).holds == {("acme", "req-1"): r.decision.chosen.reserved_cost_micros}
+    assert r.reserved and ledger(core).holds == {
+        ("acme", "req-1"): r.decision.chosen.reserved_cost_micros
+    }
 
 
 async def test_record_outcome_checks_owner() -> None:

@@ -8,9 +8,17 @@ from router.errors import BudgetExceeded, NoFeasibleArm
 from router.policy.choose import Candidate, Constraints, choose_arm, utility
 
 
-def cand(arm: str, p: float, cost: int, reserved: int | None = None, latency: float = 100.0,
-         fits: bool = True) -> Candidate:
-    return Candidate(arm, p, cost, reserved if reserved is not None else cost * 2, latency, 256, fits)
+def cand(
+    arm: str,
+    p: float,
+    cost: int,
+    reserved: int | None = None,
+    latency: float = 100.0,
+    fits: bool = True,
+) -> Candidate:
+    return Candidate(
+        arm, p, cost, reserved if reserved is not None else cost * 2, latency, 256, fits
+    )
 
 
 CHEAP = cand("local-7b/greedy", 0.60, 20)
