@@ -9,4 +9,6 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 pytest_plugins = [
     "tests.integration.fixtures.redis_server",
+    "tests.integration.fixtures.backends",
+    "tests.integration.fixtures.service",
 ]
