@@ -1,0 +1,1 @@
+"""Models behind the router: the prompt embedder and the per-arm predictor."""
