@@ -1,0 +1,397 @@
+"""Run the demo backends as child processes on free local ports.
+
+``DemoBackends.start(workdir)`` starts the simulated 7B model on a real Triton server
+(PyTriton) and the demo OpenAI-compatible server, waits until both answer, and hands out a
+``BackendsConfig`` pointing at them. Each child runs in its own process group, logs to a
+file in ``workdir``, and is stopped by ``stop()`` (SIGTERM, then SIGKILL to its group).
+
+``python -m router.backends.demo.launcher [--workdir DIR] [--measure]`` starts both, prints
+their backends.yaml, and serves until interrupted; ``--measure`` instead streams one greedy
+answer from every tier, prints start-up and answer latencies, and stops.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import atexit
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+
+import router
+from router.backends.demo.answers import DEMO_OPENAI_MODELS, DEMO_TRITON_MODEL
+from router.config.backends import BackendsConfig, LatencyConfig, PriceConfig, TierConfig
+from router.core.types import SampleRequest, TextDelta
+from router.errors import BackendError
+
+_POLL_S = 0.1
+_STOP_TIMEOUT_S = 15.0
+DEFAULT_ARMS = ("local-7b/greedy", "mid-32b/greedy", "premium/greedy")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    root = str(Path(router.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1.0) as resp:
+            return int(resp.status) == 200
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+class DemoProcess:
+    """One child process, its log file, and how to stop it."""
+
+    def __init__(self, name: str, argv: Sequence[str], log_path: Path) -> None:
+        self.name = name
+        self.log_path = log_path
+        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.started_at = time.monotonic()
+        self.proc = subprocess.Popen(
+            list(argv),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=_child_env(),
+            start_new_session=True,
+        )
+        atexit.register(self.stop)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def log_tail(self, lines: int = 25) -> str:
+        try:
+            text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def wait_until(self, probe_url: str, timeout_s: float) -> float:
+        """Poll ``probe_url`` until it answers 200; return the seconds since the start."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise BackendError(
+                    f"demo {self.name} exited with code {self.proc.returncode} "
+                    "before it was ready; "
+                    f"log {self.log_path}:\n{self.log_tail()}"
+                )
+            if _http_ok(probe_url):
+                return time.monotonic() - self.started_at
+            time.sleep(_POLL_S)
+        self.stop()
+        raise BackendError(
+            f"demo {self.name} was not ready within {timeout_s:.0f}s; log {self.log_path}:\n"
+            f"{self.log_tail()}"
+        )
+
+    def stop(self, timeout_s: float = _STOP_TIMEOUT_S) -> None:
+        """SIGTERM the child, wait, then SIGKILL its process group if it is still there."""
+        atexit.unregister(self.stop)
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=5)
+        if not self._log.closed:
+            self._log.close()
+
+
+class TritonDemoServer:
+    """The simulated 7B model on a real Triton server (PyTriton), as a child process."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        model_name: str = DEMO_TRITON_MODEL.name,
+        token_delay_ms: float | None = None,
+        exit_timeout_s: int = 1,
+    ) -> None:
+        self.model_name = model_name
+        self.grpc_port, self.http_port, self.metrics_port = free_port(), free_port(), free_port()
+        argv = [
+            sys.executable,
+            "-m",
+            "router.backends.demo.triton_model",
+            "--grpc-port",
+            str(self.grpc_port),
+            "--http-port",
+            str(self.http_port),
+            "--metrics-port",
+            str(self.metrics_port),
+            "--model-name",
+            model_name,
+            "--exit-timeout-s",
+            str(exit_timeout_s),
+        ]
+        if token_delay_ms is not None:
+            argv += ["--token-delay-ms", str(token_delay_ms)]
+        self.process = DemoProcess("Triton server", argv, workdir / "demo-triton.log")
+        self.start_seconds: float | None = None
+
+    @property
+    def endpoint(self) -> str:
+        """gRPC ``host:port`` (what ``TierConfig.endpoint`` wants for ``protocol: triton``)."""
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def wait_ready(self, timeout_s: float = 120.0) -> None:
+        url = f"http://127.0.0.1:{self.http_port}/v2/models/{self.model_name}/ready"
+        self.start_seconds = self.process.wait_until(url, timeout_s)
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
+class OpenAIDemoServer:
+    """The demo OpenAI-compatible server, as a child process."""
+
+    def __init__(self, workdir: Path, *, api_key_env: str | None = None) -> None:
+        self.port = free_port()
+        argv = [
+            sys.executable,
+            "-m",
+            "router.backends.demo.openai_server",
+            "--port",
+            str(self.port),
+        ]
+        if api_key_env:
+            argv += ["--api-key-env", api_key_env]
+        self.process = DemoProcess("OpenAI server", argv, workdir / f"demo-openai-{self.port}.log")
+        self.start_seconds: float | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def wait_ready(self, timeout_s: float = 30.0) -> None:
+        self.start_seconds = self.process.wait_until(f"{self.endpoint}/v1/models", timeout_s)
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
+def demo_backends_config(
+    triton_endpoint: str, openai_endpoint: str, arms: Sequence[str] = DEFAULT_ARMS
+) -> BackendsConfig:
+    """Three simulated tiers: ``local-7b`` (Triton), ``mid-32b`` and ``premium`` (OpenAI API)."""
+    mid, premium = DEMO_OPENAI_MODELS["demo-32b"], DEMO_OPENAI_MODELS["demo-premium"]
+    return BackendsConfig(
+        tiers={
+            "local-7b": TierConfig(
+                protocol="triton",
+                endpoint=triton_endpoint,
+                model=DEMO_TRITON_MODEL.name,
+                price=PriceConfig(input_per_mtok=0.05, output_per_mtok=0.10),
+                context_window=8192,
+                max_output_tokens=2048,
+                timeout_s=30.0,
+                max_concurrency=16,
+                latency=LatencyConfig(
+                    first_token_ms=DEMO_TRITON_MODEL.first_token_ms + 10,
+                    per_token_ms=DEMO_TRITON_MODEL.per_token_ms + 1,
+                ),
+            ),
+            "mid-32b": TierConfig(
+                protocol="openai",
+                endpoint=openai_endpoint,
+                model=mid.name,
+                price=PriceConfig(input_per_mtok=0.40, output_per_mtok=0.80),
+                context_window=32768,
+                max_output_tokens=4096,
+                timeout_s=30.0,
+                max_concurrency=32,
+                latency=LatencyConfig(
+                    first_token_ms=mid.first_token_ms + 10, per_token_ms=mid.per_token_ms + 1
+                ),
+            ),
+            "premium": TierConfig(
+                protocol="openai",
+                endpoint=openai_endpoint,
+                model=premium.name,
+                price=PriceConfig(input_per_mtok=2.50, output_per_mtok=10.00),
+                context_window=128000,
+                max_output_tokens=8192,
+                timeout_s=60.0,
+                max_concurrency=32,
+                latency=LatencyConfig(
+                    first_token_ms=premium.first_token_ms + 10,
+                    per_token_ms=premium.per_token_ms + 1,
+                ),
+            ),
+        },
+        arms=list(arms),
+    )
+
+
+class DemoBackends:
+    """Both demo servers together; ``start`` launches them, ``stop`` ends what it launched."""
+
+    def __init__(
+        self, triton: TritonDemoServer, openai: OpenAIDemoServer, *, owned: bool = True
+    ) -> None:
+        self.triton = triton
+        self.openai = openai
+        self._owned = owned
+
+    @classmethod
+    def start(
+        cls,
+        workdir: Path,
+        *,
+        token_delay_ms: float | None = None,
+        ready_timeout_s: float = 120.0,
+    ) -> DemoBackends:
+        """Start both servers in parallel; wait until both answer, else raise ``BackendError``."""
+        workdir.mkdir(parents=True, exist_ok=True)
+        triton = TritonDemoServer(workdir, token_delay_ms=token_delay_ms)
+        try:
+            openai = OpenAIDemoServer(workdir)
+        except BaseException:
+            triton.stop()
+            raise
+        try:
+            openai.wait_ready(min(ready_timeout_s, 30.0))
+            triton.wait_ready(ready_timeout_s)
+        except BaseException:
+            openai.stop()
+            triton.stop()
+            raise
+        return cls(triton, openai)
+
+    @property
+    def triton_endpoint(self) -> str:
+        return self.triton.endpoint
+
+    @property
+    def openai_endpoint(self) -> str:
+        return self.openai.endpoint
+
+    def backends_config(self, arms: Sequence[str] = DEFAULT_ARMS) -> BackendsConfig:
+        return demo_backends_config(self.triton_endpoint, self.openai_endpoint, arms)
+
+    def stop(self) -> None:
+        if self._owned:
+            self.openai.stop()
+            self.triton.stop()
+
+    def __enter__(self) -> DemoBackends:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+async def _measure_tier(name: str, cfg: TierConfig, prompt: str) -> str:
+    from router.backends.factory import build_backend
+
+    backend = build_backend(name, cfg)
+    first: float | None = None
+    tokens = 0
+    try:
+        started = time.perf_counter()
+        async for item in backend.stream(SampleRequest(prompt, max_tokens=256)):
+            if isinstance(item, TextDelta):
+                first = first if first is not None else time.perf_counter() - started
+            else:
+                tokens = item.output_tokens
+        total = time.perf_counter() - started
+    finally:
+        await backend.aclose()
+    return (
+        f"{name:<9} {cfg.protocol:<7} first delta {1000 * (first or total):7.1f} ms, "
+        f"whole answer {1000 * total:7.1f} ms, {tokens} output tokens"
+    )
+
+
+async def _measure(config: BackendsConfig, prompt: str) -> list[str]:
+    lines = []
+    for name, cfg in config.tiers.items():
+        await _measure_tier(name, cfg, prompt)  # warm-up: first connection, first request
+        lines.append(await _measure_tier(name, cfg, prompt))
+    return lines
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m router.backends.demo.launcher",
+        description="Start the simulated (demo) backends: Triton via PyTriton and an OpenAI API.",
+    )
+    parser.add_argument(
+        "--workdir", type=Path, default=None, help="logs go here (default: a temp dir)"
+    )
+    parser.add_argument(
+        "--measure", action="store_true", help="time one answer per tier, then exit"
+    )
+    parser.add_argument("--prompt", default="What is 17*23?")
+    args = parser.parse_args(argv)
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="ttc-demo-backends-"))
+    started = time.monotonic()
+    demo = DemoBackends.start(workdir)
+    try:
+        print(
+            f"demo backends ready in {time.monotonic() - started:.2f}s "
+            f"(Triton {demo.triton.start_seconds:.2f}s, OpenAI {demo.openai.start_seconds:.2f}s)",
+            flush=True,
+        )
+        if args.measure:
+            for line in asyncio.run(_measure(demo.backends_config(), args.prompt)):
+                print(line, flush=True)
+            return 0
+        import yaml
+
+        print(yaml.safe_dump(demo.backends_config().model_dump(mode="json"), sort_keys=False))
+        stop = asyncio.Event()
+
+        async def wait() -> None:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, stop.set)
+            await stop.wait()
+
+        asyncio.run(wait())
+        return 0
+    finally:
+        stop_started = time.monotonic()
+        demo.stop()
+        print(f"demo backends stopped in {time.monotonic() - stop_started:.2f}s", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
