@@ -12,7 +12,7 @@ def build_backend(tier: str, cfg: TierConfig) -> Backend:
     if cfg.protocol == "triton":
         from router.backends.triton import TritonBackend
 
-        return TritonBackend(tier, cfg)
+        return TritonBackend(tier, cfg, prompt_template=cfg.prompt_template)
     if cfg.protocol == "openai":
         from router.backends.openai_compatible import OpenAICompatibleBackend
 

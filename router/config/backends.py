@@ -39,6 +39,8 @@ class TierConfig(_Strict):
 
     ``protocol: triton`` speaks Triton's gRPC API with the vLLM backend's tensors
     (``endpoint`` is ``host:port`` of Triton's gRPC port, ``model`` the Triton model name).
+    ``prompt_template`` wraps the prompt for Triton tiers, whose vLLM backend applies no chat
+    template (OpenAI-compatible servers apply the model's own).
     ``protocol: openai`` speaks ``POST {endpoint}/v1/chat/completions`` (vLLM, SGLang, or a
     hosted API; ``api_key_env`` names the environment variable holding its key).
     """
@@ -52,7 +54,15 @@ class TierConfig(_Strict):
     timeout_s: float = Field(default=60.0, gt=0)
     max_concurrency: int = Field(default=64, gt=0)
     api_key_env: str | None = None
+    prompt_template: str = "{prompt}"
     latency: LatencyConfig = LatencyConfig()
+
+    @field_validator("prompt_template")
+    @classmethod
+    def _template_has_prompt(cls, v: str) -> str:
+        if "{prompt}" not in v:
+            raise ValueError("must contain '{prompt}' where the user's prompt goes")
+        return v
 
 
 def _arm_name(value: str) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -84,7 +84,7 @@ class Backend(Protocol):
     @property
     def tier(self) -> str: ...
 
-    def stream(self, request: SampleRequest) -> AsyncIterator[TextDelta | SampleResult]: ...
+    def stream(self, request: SampleRequest) -> AsyncGenerator[TextDelta | SampleResult, None]: ...
 
     async def ready(self) -> bool: ...
 

@@ -6,6 +6,7 @@ registered classes; ``parse_strategy`` turns a name into an instance.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
@@ -66,12 +67,14 @@ async def collect_sample(
 ) -> SampleResult:
     """Run one sample to completion, forwarding deltas to ``emit`` when given."""
     result: SampleResult | None = None
-    async for event in backend.stream(request):
-        if isinstance(event, TextDelta):
-            if emit is not None and event.text:
-                await emit(event.text)
-        else:
-            result = event
+    # aclosing: a cancelled caller frees the backend's slot and server stream at once.
+    async with contextlib.aclosing(backend.stream(request)) as events:
+        async for event in events:
+            if isinstance(event, TextDelta):
+                if emit is not None and event.text:
+                    await emit(event.text)
+            else:
+                result = event
     if result is None:
         raise BackendError(f"tier {backend.tier!r} ended its stream without a final result")
     return result

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -125,7 +125,7 @@ class ScriptedBackend:
     def tier(self) -> str:
         return self._tier
 
-    async def stream(self, request: SampleRequest) -> AsyncIterator[TextDelta | SampleResult]:
+    async def stream(self, request: SampleRequest) -> AsyncGenerator[TextDelta | SampleResult, None]:
         self.requests.append(request)
         words = self.text.split(" ")
         for i, w in enumerate(words):
