@@ -61,12 +61,12 @@ def hints(
 
 def print_decision(d: Any, console: Console) -> None:
     table = Table(title=f"decision {d.decision_id} (model {d.model_version})")
-    for col in ("arm", "p_success", "expected", "reserved", "latency ms", "excluded"):
-        table.add_column(col)
+    for col in ("", "arm", "p_success", "expected", "reserved", "latency ms", "excluded"):
+        table.add_column(col, no_wrap=col != "excluded")
     for c in d.candidates:
-        mark = "→ " if c.arm == d.arm else "  "
         table.add_row(
-            mark + c.arm,
+            "→" if c.arm == d.arm else "",
+            c.arm,
             f"{c.p_success:.3f}",
             usd(c.expected_cost_micros),
             usd(c.reserved_cost_micros),

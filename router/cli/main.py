@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 from pathlib import Path
 from typing import Annotated
@@ -18,7 +17,7 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Validate policy files and make key hashes.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
-console = Console()
+console = Console(soft_wrap=True)
 err_console = Console(stderr=True)
 
 Address = Annotated[
@@ -39,13 +38,11 @@ def serve(
     from router.cli.serve import serve as run
     from router.config.settings import Settings
     from router.errors import RouterError
+    from router.logs import configure_logging
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     settings = Settings() if listen is None else Settings(listen=listen)
-    logging.basicConfig(
-        level=settings.log_level,
-        format='{"ts":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}',
-    )
+    configure_logging(settings.log_level)
     try:
         asyncio.run(run(settings, console))
     except RouterError as exc:
