@@ -1,0 +1,1 @@
+"""Importers that turn public benchmark tables into outcome records."""

@@ -1,0 +1,148 @@
+"""Training on synthetic features, ONNX export, and agreement of ONNX Runtime with scikit-learn."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+from numpy.typing import NDArray
+
+from classifier.onnx_export import OUTPUT_LOG_TOKENS, OUTPUT_P, save_model, to_onnx
+from classifier.outcomes_io import OutcomeRecord
+from classifier.train import TrainedModel, samples_per_call, split_prompts, train
+from router.errors import InvalidRequest
+
+N_PROMPTS = 240
+N_FEATURES = 12
+ARMS = ["cheap/greedy", "big/greedy", "cheap/vote@3"]
+
+
+def _synthetic(seed: int = 7) -> tuple[list[OutcomeRecord], dict[str, NDArray[np.float32]]]:
+    """Prompts with random features; success and length depend on the first features."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(N_PROMPTS, N_FEATURES)).astype(np.float32)
+    records: list[OutcomeRecord] = []
+    for i in range(N_PROMPTS):
+        for j, arm in enumerate(ARMS):
+            logit = 1.5 * x[i, 0] + (1.0 if arm.startswith("big") else -0.3) + 0.2 * j
+            score = float(rng.random() < 1 / (1 + np.exp(-logit)))
+            if arm == "cheap/vote@3":
+                score = round(float(rng.random()), 2)  # a graded score
+            tokens = int(np.exp(4.0 + 0.5 * x[i, 1] + 0.2 * rng.normal())) * samples_per_call(arm)
+            records.append(
+                OutcomeRecord(
+                    prompt_id=f"p{i}",
+                    prompt=f"prompt {i}",
+                    arm=arm,
+                    score=score,
+                    cost_usd=(10 + j * 50) * 1e-6 * samples_per_call(arm),
+                    input_tokens=20 * samples_per_call(arm),
+                    output_tokens=tokens,
+                )
+            )
+    return records, {f"prompt {i}": x[i] for i in range(N_PROMPTS)}
+
+
+def _featurizer(
+    by_text: dict[str, NDArray[np.float32]],
+) -> Callable[[Sequence[str]], NDArray[np.float32]]:
+    def featurize(texts: Sequence[str]) -> NDArray[np.float32]:
+        return np.stack([by_text[t] for t in texts])
+
+    return featurize
+
+
+@pytest.fixture(scope="module")
+def trained() -> tuple[TrainedModel, dict[str, NDArray[np.float32]]]:
+    records, by_text = _synthetic()
+    model = train(records, seed=3, arms=ARMS, featurize=_featurizer(by_text))
+    return model, by_text
+
+
+def test_onnx_matches_sklearn(trained: tuple[TrainedModel, dict[str, NDArray[np.float32]]]) -> None:
+    import onnxruntime as ort
+
+    model, _ = trained
+    x = np.random.default_rng(11).normal(size=(64, N_FEATURES)).astype(np.float32)
+    p_ref, t_ref = model.predict_arrays(x)
+    sess = ort.InferenceSession(
+        to_onnx(model).SerializeToString(), providers=["CPUExecutionProvider"]
+    )
+    p_onnx, t_onnx = sess.run([OUTPUT_P, OUTPUT_LOG_TOKENS], {"features": x})
+    assert p_onnx.shape == (64, len(ARMS)) and p_onnx.dtype == np.float32
+    assert t_onnx.shape == (64, len(ARMS)) and t_onnx.dtype == np.float32
+    np.testing.assert_allclose(p_onnx, p_ref, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(t_onnx, t_ref, atol=1e-5, rtol=0)
+    # Columns are in arm order and the arms really differ.
+    assert not np.allclose(p_onnx[:, 0], p_onnx[:, 1], atol=1e-3)
+
+
+def test_models_learn_the_signal(
+    trained: tuple[TrainedModel, dict[str, NDArray[np.float32]]],
+) -> None:
+    model, _ = trained
+    x = np.zeros((2, N_FEATURES), np.float32)
+    x[0, 0], x[1, 0] = -2.0, 2.0
+    x[0, 1], x[1, 1] = -2.0, 2.0
+    p, t = model.predict_arrays(x)
+    assert p[1, 0] > p[0, 0] + 0.2  # success rises with feature 0
+    assert t[1, 0] > t[0, 0] + 0.5  # length rises with feature 1
+    # vote@3 tokens are per sample: about the same scale as the greedy arms.
+    assert abs(float(t[:, 2].mean()) - float(t[:, 0].mean())) < 0.5
+    per_arm = model.metrics["per_arm"]
+    assert set(per_arm) == set(ARMS)
+    assert 0.0 <= per_arm["big/greedy"]["ece"] <= 1.0
+    assert per_arm["big/greedy"]["tokens_within_2x"] > 0.8
+    routing = model.metrics["routing"]
+    assert routing["cheap_arm"] == "cheap/greedy"
+    methods = routing["methods"]
+    assert methods["always_cheap"]["apgr"] == 0.0
+    assert methods["always_best"]["cost_at_95"] == 1.0
+    assert 0.0 <= methods["router"]["apgr"] <= 1.5
+
+
+def test_training_is_deterministic() -> None:
+    records, by_text = _synthetic()
+    a = train(records, seed=5, arms=ARMS, featurize=_featurizer(by_text))
+    b = train(records, seed=5, arms=ARMS, featurize=_featurizer(by_text))
+    assert to_onnx(a).SerializeToString() == to_onnx(b).SerializeToString()
+    assert json.dumps(a.metrics, sort_keys=True) == json.dumps(b.metrics, sort_keys=True)
+
+
+def test_split_is_by_prompt_and_seeded() -> None:
+    ids = [f"p{i}" for i in range(100)]
+    s0 = split_prompts(ids, 0, 0.2)
+    assert len(s0) == 20 and s0 == split_prompts(list(reversed(ids)), 0, 0.2)
+    assert s0 != split_prompts(ids, 1, 0.2)
+
+
+def test_save_writes_model_and_metadata(
+    trained: tuple[TrainedModel, dict[str, NDArray[np.float32]]], tmp_path: Path
+) -> None:
+    import hashlib
+
+    model, _ = trained
+    meta = save_model(model, tmp_path, version_prefix="test")
+    data = (tmp_path / "model.onnx").read_bytes()
+    on_disk = json.loads((tmp_path / "metadata.json").read_text())
+    assert on_disk == json.loads(json.dumps(meta))
+    assert meta["arms"] == ARMS
+    assert meta["onnx_sha256"] == hashlib.sha256(data).hexdigest()
+    assert meta["version"].startswith("test-") and meta["version"].endswith(meta["onnx_sha256"][:8])
+    assert set(meta["tokens_hi_log_offset"]) == set(ARMS)
+    assert meta["samples_per_call"]["cheap/vote@3"] == 3
+
+
+def test_single_class_arm_is_rejected() -> None:
+    records, by_text = _synthetic()
+    flat = [
+        OutcomeRecord(r.prompt_id, r.prompt, r.arm, 1.0, r.cost_usd, output_tokens=r.output_tokens)
+        if r.arm == "big/greedy"
+        else r
+        for r in records
+    ]
+    with pytest.raises(InvalidRequest, match="big/greedy"):
+        train(flat, seed=0, arms=ARMS, featurize=_featurizer(by_text))
