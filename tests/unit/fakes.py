@@ -125,7 +125,9 @@ class ScriptedBackend:
     def tier(self) -> str:
         return self._tier
 
-    async def stream(self, request: SampleRequest) -> AsyncGenerator[TextDelta | SampleResult, None]:
+    async def stream(
+        self, request: SampleRequest
+    ) -> AsyncGenerator[TextDelta | SampleResult, None]:
         self.requests.append(request)
         words = self.text.split(" ")
         for i, w in enumerate(words):
