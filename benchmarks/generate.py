@@ -38,7 +38,9 @@ async def one(stub: router_pb2_grpc.RouterStub, key: str, prompt: str) -> tuple[
     t0 = time.perf_counter()
     first = 0.0
     arm = ""
-    async for msg in stub.Generate(pb.GenerateRequest(prompt=prompt), metadata=[("x-api-key", key)]):
+    async for msg in stub.Generate(
+        pb.GenerateRequest(prompt=prompt), metadata=[("x-api-key", key)]
+    ):
         if not first:
             first = time.perf_counter() - t0
         if msg.HasField("final"):
@@ -61,9 +63,11 @@ async def main() -> None:
         total = [s[0] for s in seq]
         first = [s[1] for s in seq]
         arms = sorted({s[2] for s in seq})
-        print(f"sequential, n={a.n}: total p50 {statistics.median(total):.1f} ms, "
-              f"p95 {pct(total, 0.95):.1f} ms, p99 {pct(total, 0.99):.1f} ms; "
-              f"first chunk p50 {statistics.median(first):.1f} ms; arms {arms}")
+        print(
+            f"sequential, n={a.n}: total p50 {statistics.median(total):.1f} ms, "
+            f"p95 {pct(total, 0.95):.1f} ms, p99 {pct(total, 0.99):.1f} ms; "
+            f"first chunk p50 {statistics.median(first):.1f} ms; arms {arms}"
+        )
         sem = asyncio.Semaphore(a.concurrency)
 
         async def limited(i: int) -> tuple[float, float, str]:
@@ -75,8 +79,10 @@ async def main() -> None:
         res = await asyncio.gather(*[limited(i) for i in range(n)])
         wall = time.perf_counter() - t0
         lat = [r[0] for r in res]
-        print(f"concurrency {a.concurrency}, n={n}: {n / wall:.1f} req/s, "
-              f"p50 {statistics.median(lat):.1f} ms, p99 {pct(lat, 0.99):.1f} ms")
+        print(
+            f"concurrency {a.concurrency}, n={n}: {n / wall:.1f} req/s, "
+            f"p50 {statistics.median(lat):.1f} ms, p99 {pct(lat, 0.99):.1f} ms"
+        )
 
 
 if __name__ == "__main__":

@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.message import DecodeError, Message
+from prometheus_client import CollectorRegistry
 
 from router.api.auth import authenticate
 from router.api.convert import decision_to_pb, final_to_pb, hints_from_pb, window_to_pb
-from router.api.errors import abort
+from router.api.errors import abort, status_for
 from router.api.gen.ttc_router.v1 import router_pb2 as pb
+from router.api.metrics import ServiceMetrics
 from router.config.tenants import TenantsConfig
-from router.core.service import Delta, RouterCore, Tenant
-from router.errors import InvalidRequest, Overloaded
+from router.core.service import Delta, GenerateResult, RouterCore, Tenant
+from router.errors import InvalidRequest, Overloaded, RouterError
 
 log = logging.getLogger("ttc_router.api")
 
@@ -71,11 +74,41 @@ class RouterServicer:
         limiter: ConcurrencyLimiter,
         *,
         default_deadline_s: float,
+        metrics: ServiceMetrics | None = None,
     ) -> None:
         self._core = core
         self._tenants = tenants
         self.limiter = limiter
         self.default_deadline_s = default_deadline_s
+        self.metrics = metrics or ServiceMetrics(CollectorRegistry())
+
+    @asynccontextmanager
+    async def _observed(self, method: str, context: Context) -> AsyncIterator[None]:
+        """Counts the call by its final status and maps any error to a gRPC status."""
+        code = "OK"
+        self.metrics.inflight.inc()
+        try:
+            yield
+        except asyncio.CancelledError:
+            code = "CANCELLED"
+            raise
+        except Exception as exc:
+            code = status_for(exc).name if isinstance(exc, RouterError) else "INTERNAL"
+            await abort(context, exc)
+            raise
+        finally:
+            self.metrics.inflight.dec()
+            self.metrics.calls.labels(method, code).inc()
+
+    def _observe_final(self, final: GenerateResult) -> None:
+        arm = final.decision.arm
+        m = self.metrics
+        m.decisions.labels(arm).inc()
+        m.cost_micros.labels(arm).inc(final.cost_micros)
+        m.tokens.labels(arm, "input").inc(final.input_tokens)
+        m.tokens.labels(arm, "output").inc(final.output_tokens)
+        m.predicted_p.labels(arm).inc(final.decision.chosen.p_success)
+        m.latency.labels(arm).observe(final.latency_ms / 1000)
 
     def _tenant(self, context: Context) -> Tenant:
         metadata = [(str(k), v) for k, v in context.invocation_metadata() or ()]
@@ -90,7 +123,7 @@ class RouterServicer:
     async def Route(
         self, request: pb.RouteRequest | Malformed, context: Context
     ) -> pb.RouteResponse:
-        try:
+        async with self._observed("Route", context):
             req = _parsed(request)
             tenant = self._tenant(context)
             with self.limiter.permit():
@@ -106,14 +139,12 @@ class RouterServicer:
                 reserved=res.reserved,
                 budget_remaining_micros=res.remaining_micros,
             )
-        except Exception as exc:
-            await abort(context, exc)
-            raise
+        raise AssertionError("unreachable")  # _observed re-raises every error
 
     async def Generate(
         self, request: pb.GenerateRequest | Malformed, context: Context
     ) -> AsyncIterator[pb.GenerateResponse]:
-        try:
+        async with self._observed("Generate", context):
             req = _parsed(request)
             tenant = self._tenant(context)
             with self.limiter.permit():
@@ -129,38 +160,32 @@ class RouterServicer:
                         if isinstance(event, Delta):
                             yield pb.GenerateResponse(delta=event.text)
                         else:
+                            self._observe_final(event)
                             yield final_to_pb(event)
                 finally:
                     await stream.aclose()
-        except Exception as exc:
-            await abort(context, exc)
-            raise
 
     async def RecordOutcome(
         self, request: pb.RecordOutcomeRequest | Malformed, context: Context
     ) -> pb.RecordOutcomeResponse:
-        try:
+        async with self._observed("RecordOutcome", context):
             req = _parsed(request)
             tenant = self._tenant(context)
             await self._core().record_outcome(tenant, req.decision_id, req.score)
             return pb.RecordOutcomeResponse()
-        except Exception as exc:
-            await abort(context, exc)
-            raise
+        raise AssertionError("unreachable")
 
     async def GetBudget(
         self, request: pb.GetBudgetRequest | Malformed, context: Context
     ) -> pb.GetBudgetResponse:
-        try:
+        async with self._observed("GetBudget", context):
             _parsed(request)
             tenant = self._tenant(context)
             windows = await self._core().budget(tenant)
             return pb.GetBudgetResponse(
                 tenant=tenant.name, windows=[window_to_pb(w) for w in windows]
             )
-        except Exception as exc:
-            await abort(context, exc)
-            raise
+        raise AssertionError("unreachable")
 
 
 def _deserializer(cls: type[Message]) -> Callable[[bytes], Message | Malformed]:

@@ -16,6 +16,7 @@ log = logging.getLogger("ttc_router.serve")
 
 
 async def serve(settings: Settings, console: Console) -> None:
+    from router.api.metrics import ServiceMetrics
     from router.api.server import start_server
     from router.api.servicer import ConcurrencyLimiter, RouterServicer
     from router.config.loader import load_tenants
@@ -29,6 +30,7 @@ async def serve(settings: Settings, console: Console) -> None:
         lambda: runtime.tenants,
         ConcurrencyLimiter(settings.max_concurrency),
         default_deadline_s=settings.default_deadline_s,
+        metrics=ServiceMetrics(),
     )
     try:
         running = await start_server(servicer, settings.listen, runtime.health)
@@ -54,6 +56,16 @@ async def serve(settings: Settings, console: Console) -> None:
     )
     console.print(f"  outcomes : {settings.outcomes_dir}/")
     console.print(f"  health   : {running.last}")
+    if settings.metrics_listen:
+        from prometheus_client import start_http_server
+
+        m_host, m_port = settings.metrics_listen.rsplit(":", 1)
+        try:
+            start_http_server(int(m_port), m_host)
+            console.print(f"  metrics  : http://{settings.metrics_listen}/metrics")
+        except OSError as exc:
+            log.warning("metrics endpoint not started on %s: %s", settings.metrics_listen, exc)
+            console.print(f"  metrics  : [red]not started[/] ({settings.metrics_listen}: {exc})")
     console.print(
         f"[green]serving on {host}:{running.port}[/] (ready in {time.monotonic() - t0:.1f} s); "
         'try: ttc-router generate "What is 17*23?"'

@@ -20,6 +20,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TTC_", extra="ignore")
 
     listen: str = Field(default="127.0.0.1:50051", description="gRPC listen address")
+    metrics_listen: str = Field(
+        default="127.0.0.1:9464", description="Prometheus /metrics address; empty turns it off"
+    )
     redis_url: str | None = Field(
         default=None,
         validation_alias=AliasChoices("REDIS_URL", "TTC_REDIS_URL"),

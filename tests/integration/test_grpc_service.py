@@ -73,6 +73,10 @@ async def test_generate_streams_settles_and_logs(stub: Any, service: Service) ->
     assert rec["arm"] == d.arm and rec["tenant"] == "alpha" and rec["error"] is None
     assert rec["cost_usd"] == pytest.approx(final.cost_micros / 1e6)
     assert rec["output_tokens"] == final.usage.output_tokens and rec["propensity"] == 1.0
+    m = service.servicer.metrics
+    assert m.decisions.labels(d.arm)._value.get() >= 1
+    assert m.cost_micros.labels(d.arm)._value.get() >= final.cost_micros
+    assert m.calls.labels("Generate", "OK")._value.get() >= 1
 
 
 async def test_each_tier_answers_through_its_protocol(stub: Any, service: Service) -> None:
@@ -265,6 +269,7 @@ async def test_bad_input_gets_clear_status_and_costs_nothing(
             pass
     assert info.value.code() == code, info.value.details()
     assert words in (info.value.details() or "")
+    assert service.servicer.metrics.calls.labels("Generate", code.name)._value.get() >= 1
     after = await budget(stub, service, tenant)
     assert (after.spent_micros, after.held_micros) == (before.spent_micros, before.held_micros)
 

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import grpc
@@ -44,11 +45,12 @@ def wait_serving(address: str, proc: subprocess.Popen[str], timeout_s: float = 1
 def test_serve_with_embedded_redis_drains_on_sigterm(
     tmp_path: Path, demo_backends_config: BackendsConfig, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "TTC_REDIS_URL")}
     tenants = write_tenants(tmp_path / "tenants.yaml")
     env.update(
         TTC_LISTEN=f"127.0.0.1:{port}",
+        TTC_METRICS_LISTEN=f"127.0.0.1:{metrics_port}",
         TTC_BACKENDS_FILE=str(write_backends(demo_backends_config, tmp_path / "backends.yaml")),
         TTC_TENANTS_FILE=str(tenants),
         TTC_CACHE_DIR=str(tmp_path_factory.getbasetemp() / "cache"),
@@ -76,6 +78,10 @@ def test_serve_with_embedded_redis_drains_on_sigterm(
             assert "391" in finals[0].answer
             spent = stub.GetBudget(pb.GetBudgetRequest(), metadata=key).windows[0].spent_micros
             assert spent == finals[0].cost_micros  # a fresh embedded Redis holds only this
+            url = f"http://127.0.0.1:{metrics_port}/metrics"
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                scraped = resp.read().decode()
+            assert 'ttc_rpc_calls_total{code="OK",method="Generate"} 1.0' in scraped
             # SIGHUP with a broken tenants file keeps the old tenants
             good = tenants.read_text()
             tenants.write_text("tenants: [not, a, mapping]\n")
