@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
 from collections.abc import AsyncIterator
 
@@ -20,8 +18,13 @@ from router.backends.demo.launcher import TritonDemoServer, free_port
 from router.backends.factory import build_backend
 from router.backends.triton import TritonBackend
 from router.config.backends import PriceConfig, TierConfig
-from router.core.types import SampleRequest, SampleResult, TextDelta
+from router.core.types import SampleRequest, TextDelta
 from router.errors import BackendError, BackendTimeout
+from tests.integration.backend_contract import (
+    check_consumer_stopping_early,
+    check_max_concurrency,
+    collect,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -39,19 +42,6 @@ def tier_config(endpoint: str, model: str = DEMO_TRITON_MODEL.name, **extra: obj
     }
     fields.update(extra)
     return TierConfig.model_validate(fields)
-
-
-async def collect(backend: TritonBackend, request: SampleRequest) -> tuple[list[str], SampleResult]:
-    deltas: list[str] = []
-    result: SampleResult | None = None
-    async for item in backend.stream(request):
-        assert result is None, "nothing may follow the SampleResult"
-        if isinstance(item, TextDelta):
-            deltas.append(item.text)
-        else:
-            result = item
-    assert result is not None
-    return deltas, result
 
 
 @pytest.fixture
@@ -154,72 +144,17 @@ async def test_failure_mid_stream_is_a_backend_error(backend: TritonBackend) -> 
 async def test_consumer_stopping_early_does_not_hang(demo_triton: TritonDemoServer) -> None:
     b = TritonBackend("local-7b", tier_config(demo_triton.endpoint, max_concurrency=1))
     try:
-        started = time.monotonic()
-        stream = b.stream(SampleRequest(LONG_PROMPT, max_tokens=600))
-        seen = 0
-        async for _ in stream:
-            seen += 1
-            if seen == 3:
-                break
-        await stream.aclose()
-        assert b.limits.in_use == 0
-
-        # breaking out without aclose(): the event loop finalises the generator
-        seen = 0
-        async for _ in b.stream(SampleRequest(LONG_PROMPT, max_tokens=600)):
-            seen += 1
-            if seen == 3:
-                break
-        for _ in range(100):
-            if b.limits.in_use == 0:
-                break
-            await asyncio.sleep(0.01)
-        assert b.limits.in_use == 0
-
-        async def consume() -> None:
-            async with contextlib.aclosing(b.stream(SampleRequest(LONG_PROMPT, 600))) as stream:
-                async for _ in stream:
-                    await asyncio.sleep(0)
-
-        task = asyncio.create_task(consume())
-        await asyncio.sleep(0.05)
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        assert b.limits.in_use == 0
-
-        # the single slot is free again: a new call is served at once
-        _, result = await collect(b, SampleRequest("What is 6*7?", max_tokens=50))
-        assert result.text.endswith("42")
-        assert time.monotonic() - started < 3.0
+        await check_consumer_stopping_early(b, LONG_PROMPT)
     finally:
         await b.aclose()
 
 
 async def test_max_concurrency_is_respected(demo_triton: TritonDemoServer) -> None:
     b = TritonBackend("local-7b", tier_config(demo_triton.endpoint, max_concurrency=2))
-    peak = 0
-    running = True
-
-    async def watch() -> None:
-        nonlocal peak
-        while running:
-            peak = max(peak, b.limits.in_use)
-            await asyncio.sleep(0.002)
-
-    watcher = asyncio.create_task(watch())
     try:
-        prompts = [f"What is {a}*{a + 1}?" for a in range(11, 16)]
-        results = await asyncio.gather(
-            *(collect(b, SampleRequest(p, max_tokens=100)) for p in prompts)
-        )
+        await check_max_concurrency(b, 2, [(a, a + 1) for a in range(11, 16)])
     finally:
-        running = False
-        await watcher
         await b.aclose()
-    assert peak == 2
-    for a, (_, result) in zip(range(11, 16), results, strict=True):
-        assert result.text.endswith(str(a * (a + 1)))
 
 
 async def test_ready_reflects_the_server(backend: TritonBackend) -> None:
