@@ -18,6 +18,7 @@ from router.api.servicer import SERVICE_NAME, RouterServicer, generic_handler
 log = logging.getLogger("ttc_router.server")
 
 HealthProbe = Callable[[], Awaitable[Mapping[str, bool]]]
+MODEL_VERSION_KEY = "ttc-model-version"
 # The components without which nothing can be served.
 ESSENTIAL = ("config", "predictor", "redis")
 
@@ -74,8 +75,24 @@ class RunningServer:
         await self.server.stop(grace_s)
 
 
+def _versioned_health(model_version: Callable[[], str]) -> Any:
+    """The standard health servicer, whose Check also sends the predictor's version."""
+
+    class VersionedHealth(health.aio.HealthServicer):  # type: ignore[name-defined,misc]
+        async def Check(self, request: Any, context: Any) -> Any:
+            await context.send_initial_metadata(((MODEL_VERSION_KEY, model_version()),))
+            return await super().Check(request, context)
+
+    return VersionedHealth()
+
+
 async def start_server(
-    servicer: RouterServicer, listen: str, probe: HealthProbe, *, health_interval_s: float = 5.0
+    servicer: RouterServicer,
+    listen: str,
+    probe: HealthProbe,
+    *,
+    model_version: Callable[[], str],
+    health_interval_s: float = 5.0,
 ) -> RunningServer:
     server = grpc.aio.server(
         options=[
@@ -84,7 +101,7 @@ async def start_server(
         ]
     )
     server.add_generic_rpc_handlers((generic_handler(servicer),))
-    health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
+    health_servicer = _versioned_health(model_version)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = (
         router_pb2.DESCRIPTOR.services_by_name["Router"].full_name,

@@ -33,7 +33,12 @@ async def serve(settings: Settings, console: Console) -> None:
         metrics=ServiceMetrics(),
     )
     try:
-        running = await start_server(servicer, settings.listen, runtime.health)
+        running = await start_server(
+            servicer,
+            settings.listen,
+            runtime.health,
+            model_version=lambda: runtime.core.predictor.version,
+        )
     except BaseException:
         await runtime.aclose()
         raise

@@ -339,6 +339,10 @@ async def test_health_per_component_and_reflection(
     for name in names:
         resp = await health.Check(health_pb2.HealthCheckRequest(service=name))
         assert resp.status == health_pb2.HealthCheckResponse.SERVING, name
+    call = health.Check(health_pb2.HealthCheckRequest(service=""))
+    await call
+    metadata = dict(await call.initial_metadata())
+    assert metadata["ttc-model-version"] == service.runtime.core.predictor.version
     refl = reflection_pb2_grpc.ServerReflectionStub(channel)  # type: ignore[no-untyped-call]
 
     async def one() -> Any:
