@@ -114,16 +114,20 @@ class DemoProcess:
         )
 
     def stop(self, timeout_s: float = _STOP_TIMEOUT_S) -> None:
-        """SIGTERM the child, wait, then SIGKILL its process group if it is still there."""
+        """SIGTERM the child, wait, then SIGKILL whatever is left of its process group.
+
+        The group sweep matters: Triton's Python-backend stubs (and their multiprocessing
+        helpers) can outlive the tritonserver that started them.
+        """
         atexit.unregister(self.stop)
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=5)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        if self.proc.poll() is None:
+            self.proc.wait(timeout=5)
         if not self._log.closed:
             self._log.close()
 
