@@ -1,6 +1,7 @@
-"""Throughput of the Redis budget ledger: reserve + settle pairs per second from one process.
+"""Throughput of the Redis budget ledger: reserve + settle pairs per second.
 
     python benchmarks/ledger.py [--url redis://127.0.0.1:6379/0] [--concurrency 64] [--seconds 5]
+    python benchmarks/ledger.py --processes 4     # four processes at once, figures summed
 
 Uses REDIS_URL when --url is not given, else the redis-server on 127.0.0.1:6379. Every
 pair is a reserve (daily and monthly caps) followed by a settle with a small audit entry;
@@ -13,6 +14,8 @@ import argparse
 import asyncio
 import os
 import statistics
+import subprocess
+import sys
 import time
 import uuid
 
@@ -56,6 +59,7 @@ async def run(url: str, concurrency: int, seconds: float, tenants: int) -> None:
         await ledger.aclose()
     total = sum(counts)
     q = statistics.quantiles(latencies, n=100)
+    print(f"PAIRS {total} {elapsed:.6f}")
     print(
         f"{total / elapsed:,.0f} reserve+settle pairs/s "
         f"({total} pairs in {elapsed:.1f} s, concurrency {concurrency}, {tenants} tenant(s), "
@@ -70,8 +74,41 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--tenants", type=int, default=1)
+    parser.add_argument("--processes", type=int, default=1)
     args = parser.parse_args()
-    asyncio.run(run(args.url, args.concurrency, args.seconds, args.tenants))
+    if args.processes > 1:
+        run_processes(args)
+    else:
+        asyncio.run(run(args.url, args.concurrency, args.seconds, args.tenants))
+
+
+def run_processes(args: argparse.Namespace) -> None:
+    """Start ``args.processes`` copies of the one-process benchmark at once; sum their rates."""
+    cmd = [
+        sys.executable,
+        __file__,
+        "--url",
+        args.url,
+        "--concurrency",
+        str(args.concurrency),
+        "--seconds",
+        str(args.seconds),
+        "--tenants",
+        str(args.tenants),
+    ]
+    procs = [
+        subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) for _ in range(args.processes)
+    ]
+    rate = 0.0
+    for p in procs:
+        out, _ = p.communicate()
+        for line in out.splitlines():
+            if line.startswith("PAIRS "):
+                _, pairs, elapsed = line.split()
+                rate += int(pairs) / float(elapsed)
+            else:
+                print(f"  {line}")
+    print(f"{rate:,.0f} reserve+settle pairs/s from {args.processes} processes together")
 
 
 if __name__ == "__main__":

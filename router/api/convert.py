@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from router.api.gen.ttc_router.v1 import router_pb2 as pb
-from router.core.service import Decision, GenerateResult, Hints
+from router.core.service import BudgetView, Decision, GenerateResult, Hints
 from router.core.types import WindowState
 
 
@@ -67,4 +67,15 @@ def window_to_pb(w: WindowState) -> pb.BudgetWindow:
         remaining_micros=w.remaining_micros,
         start=w.start.isoformat(),
         reset_at=w.reset_at.isoformat(),
+    )
+
+
+def budget_to_pb(tenant: str, view: BudgetView) -> pb.GetBudgetResponse:
+    return pb.GetBudgetResponse(
+        tenant=tenant,
+        windows=[window_to_pb(w) for w in view.windows],
+        lambda_per_usd=view.lambda_per_usd,
+        pacing_lambda_per_usd=view.pacing_lambda_per_usd,
+        max_request_micros=view.max_request_micros or 0,
+        timezone=view.timezone,
     )

@@ -14,7 +14,7 @@ from google.protobuf.message import DecodeError, Message
 from prometheus_client import CollectorRegistry
 
 from router.api.auth import authenticate
-from router.api.convert import decision_to_pb, final_to_pb, hints_from_pb, window_to_pb
+from router.api.convert import budget_to_pb, decision_to_pb, final_to_pb, hints_from_pb
 from router.api.errors import abort, status_for
 from router.api.gen.ttc_router.v1 import router_pb2 as pb
 from router.api.metrics import ServiceMetrics
@@ -181,10 +181,7 @@ class RouterServicer:
         async with self._observed("GetBudget", context):
             _parsed(request)
             tenant = self._tenant(context)
-            windows = await self._core().budget(tenant)
-            return pb.GetBudgetResponse(
-                tenant=tenant.name, windows=[window_to_pb(w) for w in windows]
-            )
+            return budget_to_pb(tenant.name, await self._core().budget_view(tenant))
         raise AssertionError("unreachable")
 
 

@@ -129,27 +129,3 @@ def generate(
         except grpc.RpcError as err:
             sys.stdout.write("\n")
             fail(err, console)
-
-
-def budget(address: str, api_key: str, console: Console) -> None:
-    from router.api.gen.ttc_router.v1 import router_pb2 as pb
-
-    with stub(address) as s:
-        try:
-            resp = s.GetBudget(pb.GetBudgetRequest(), metadata=[("x-api-key", api_key)], timeout=10)
-        except grpc.RpcError as err:
-            fail(err, console)
-            return
-    table = Table(title=f"budget of tenant {resp.tenant}")
-    for col in ("window", "cap", "spent", "held", "remaining", "resets at"):
-        table.add_column(col)
-    for w in resp.windows:
-        table.add_row(
-            w.window,
-            usd(w.cap_micros),
-            usd(w.spent_micros),
-            usd(w.held_micros),
-            usd(w.remaining_micros),
-            w.reset_at,
-        )
-    console.print(table)

@@ -10,6 +10,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from router.cli.budget_cmds import budget_app
+
 app = typer.Typer(
     help="ttc-router: per-request compute allocation for LLM traffic.",
     no_args_is_help=True,
@@ -17,6 +19,7 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Validate policy files and make key hashes.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+app.add_typer(budget_app, name="budget")
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True)
 
@@ -96,14 +99,6 @@ def generate(
         timeout,
         console,
     )
-
-
-@app.command()
-def budget(address: Address = "127.0.0.1:50051", api_key: ApiKey = "demo-key") -> None:
-    """Show the calling tenant's budget windows."""
-    from router.cli import client
-
-    client.budget(address, api_key, console)
 
 
 @config_app.command("check")

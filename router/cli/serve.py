@@ -20,6 +20,7 @@ async def serve(settings: Settings, console: Console) -> None:
     from router.api.server import start_server
     from router.api.servicer import ConcurrencyLimiter, RouterServicer
     from router.config.loader import load_tenants
+    from router.config.tenants import TenantsConfig, watch_tenants_file
     from router.runtime import build_runtime
 
     t0 = time.monotonic()
@@ -88,6 +89,16 @@ async def serve(settings: Settings, console: Console) -> None:
             log.error("kept the previous tenants: %s", exc.message)
             console.print(f"[red]kept the previous tenants[/]: {exc.message}")
 
+    def apply_tenants(cfg: TenantsConfig) -> None:
+        runtime.tenants = cfg
+        console.print(f"reloaded {settings.tenants_file} after it changed")
+
+    def keep_tenants(message: str) -> None:
+        console.print(f"[red]kept the previous tenants[/]: {message}")
+
+    watcher = asyncio.create_task(
+        watch_tenants_file(settings.tenants_file, apply_tenants, on_error=keep_tenants)
+    )
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, reload_tenants)
@@ -96,5 +107,6 @@ async def serve(settings: Settings, console: Console) -> None:
         console.print("shutting down: health NOT_SERVING, draining in-flight calls…")
         await running.shutdown(settings.shutdown_grace_s)
     finally:
+        watcher.cancel()
         await runtime.aclose()
         console.print("stopped")

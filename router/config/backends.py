@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from router.core.types import Arm, Price
 from router.errors import InvalidRequest
@@ -14,11 +22,61 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+_GPU_FIELDS = (
+    "per_gpu_second_usd",
+    "gpu_share",
+    "gpu_ms_per_input_token",
+    "gpu_ms_per_output_token",
+)
+
+
 class PriceConfig(_Strict):
-    """Prices in USD per million tokens."""
+    """What a tier charges: USD per million tokens, or per GPU-second for self-hosted tiers.
+
+    Per GPU-second, a request is charged ``per_gpu_second_usd × gpu_share × GPU time``, where
+    GPU time is ``gpu_ms_per_input_token`` per input token plus ``gpu_ms_per_output_token`` per
+    output token (the tier's measured latency per token) and ``gpu_share`` is the fraction of
+    a GPU one sequence occupies at the tier's usual batch size. The two per-token prices are
+    then derived from these, so both kinds of tier share one ledger and one cost formula.
+    """
 
     input_per_mtok: float = Field(ge=0)
     output_per_mtok: float = Field(ge=0)
+    per_gpu_second_usd: float | None = Field(default=None, gt=0)
+    gpu_share: float | None = Field(default=None, gt=0, le=1)
+    gpu_ms_per_input_token: float | None = Field(default=None, ge=0)
+    gpu_ms_per_output_token: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_gpu_seconds(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or data.get("per_gpu_second_usd") is None:
+            return data
+        gpu: dict[str, Any] = {k: data.get(k) for k in _GPU_FIELDS}
+        gpu["gpu_ms_per_input_token"] = gpu["gpu_ms_per_input_token"] or 0.0
+        missing = [k for k in ("gpu_share", "gpu_ms_per_output_token") if gpu[k] is None]
+        if missing:
+            raise ValueError(f"per-GPU-second pricing also needs {', '.join(missing)}")
+        try:
+            usd_per_ms = float(gpu["per_gpu_second_usd"]) * float(gpu["gpu_share"]) / 1000.0
+            derived = {
+                "input_per_mtok": usd_per_ms * float(gpu["gpu_ms_per_input_token"]) * 1e6,
+                "output_per_mtok": usd_per_ms * float(gpu["gpu_ms_per_output_token"]) * 1e6,
+            }
+        except (TypeError, ValueError):
+            return data  # field validation reports the bad number
+        for k, v in derived.items():
+            given = data.get(k)
+            if given is not None and abs(float(given) - v) > 1e-9 * max(1.0, v):
+                raise ValueError(
+                    f"give either per-million-token prices or per-GPU-second pricing, not both "
+                    f"({k} would be {v:g})"
+                )
+        return {**data, **gpu, **derived}
+
+    @property
+    def per_gpu_second(self) -> bool:
+        return self.per_gpu_second_usd is not None
 
     def to_price(self) -> Price:
         return Price(self.input_per_mtok, self.output_per_mtok)
@@ -43,6 +101,10 @@ class TierConfig(_Strict):
     template (OpenAI-compatible servers apply the model's own).
     ``protocol: openai`` speaks ``POST {endpoint}/v1/chat/completions`` (vLLM, SGLang, or a
     hosted API; ``api_key_env`` names the environment variable holding its key).
+    ``failure_policy`` says what a request on this tier does when the budget ledger (Redis)
+    cannot be reached: ``fail_closed`` refuses it (UNAVAILABLE); ``fail_open`` admits it while
+    the replica's unrecorded spend for the tenant stays within ``fail_open_allowance_usd``,
+    and writes the charges to the ledger once it answers again.
     """
 
     protocol: Literal["triton", "openai"]
@@ -56,6 +118,8 @@ class TierConfig(_Strict):
     api_key_env: str | None = None
     prompt_template: str = "{prompt}"
     latency: LatencyConfig = LatencyConfig()
+    failure_policy: Literal["fail_closed", "fail_open"] = "fail_closed"
+    fail_open_allowance_usd: float = Field(default=1.0, ge=0)
 
     @field_validator("prompt_template")
     @classmethod

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -41,13 +42,37 @@ class Predictor(Protocol):
     def predict(self, embedding: NDArray[np.float32], prompt: str) -> Prediction: ...
 
 
+@dataclass(frozen=True)
+class LedgerState:
+    """A tenant's budget windows and its pacing price, as one read of the ledger saw them.
+
+    ``pacing_lambda_per_usd`` is the shadow price (quality points per USD) that the ledger
+    raises while the tenant spends ahead of its windows' even pace; the policy adds it to the
+    tenant's own λ. ``stale`` is True when the store could not be reached and this is the last
+    state seen.
+    """
+
+    windows: tuple[WindowState, ...]
+    pacing_lambda_per_usd: float = 0.0
+    stale: bool = False
+
+    @property
+    def remaining_micros(self) -> int | None:
+        """The least any window has left, or None when no window is capped."""
+        return min((w.remaining_micros for w in self.windows), default=None)
+
+
 @runtime_checkable
 class Ledger(Protocol):
     """Per-tenant budget ledger. Amounts are integer micro-dollars.
 
-    ``caps`` maps a window name (``hourly``, ``daily``, ``weekly``, ``monthly``) to its cap.
-    ``reserve`` raises ``BudgetExceeded`` when any window cannot cover ``amount_micros`` and
-    ``LedgerUnavailable`` when the store cannot be reached; it is idempotent on request_id.
+    ``caps`` maps a window name (``hourly``, ``daily``, ``weekly``, ``monthly``) to its cap;
+    windows are calendar-aligned in the IANA time zone ``tz``. ``reserve`` raises
+    ``BudgetExceeded`` when any window cannot cover ``amount_micros`` and ``LedgerUnavailable``
+    when the store cannot be reached, unless ``fail_open_micros`` is given: then it admits the
+    hold locally while this replica's unrecorded spend for the tenant stays within that
+    allowance. It is idempotent on request_id. ``settle`` keeps a charge it cannot write and
+    writes it when the store answers again.
     """
 
     async def reserve(
@@ -57,6 +82,9 @@ class Ledger(Protocol):
         amount_micros: int,
         caps: Mapping[str, int],
         hold_ttl_s: float,
+        *,
+        tz: str = "UTC",
+        fail_open_micros: int | None = None,
     ) -> Reservation: ...
 
     async def settle(
@@ -65,11 +93,19 @@ class Ledger(Protocol):
         request_id: str,
         actual_micros: int,
         audit: Mapping[str, str],
+        *,
+        tz: str = "UTC",
     ) -> tuple[WindowState, ...]: ...
 
     async def release(self, tenant: str, request_id: str) -> None: ...
 
-    async def windows(self, tenant: str, caps: Mapping[str, int]) -> tuple[WindowState, ...]: ...
+    async def windows(
+        self, tenant: str, caps: Mapping[str, int], *, tz: str = "UTC"
+    ) -> tuple[WindowState, ...]: ...
+
+    async def state(
+        self, tenant: str, caps: Mapping[str, int], *, tz: str = "UTC"
+    ) -> LedgerState: ...
 
     async def ping(self) -> bool: ...
 

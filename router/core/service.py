@@ -12,24 +12,41 @@ import math
 import time
 import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from router.config.tenants import TenantConfig
 from router.core.catalog import ArmSpec, Catalog
 from router.core.estimate import candidate, input_token_bounds
-from router.core.protocols import Backend, DecisionIndex, Embedder, Ledger, OutcomeSink, Predictor
-from router.core.types import StrategyResult, WindowState
+from router.core.protocols import (
+    Backend,
+    DecisionIndex,
+    Embedder,
+    Ledger,
+    LedgerState,
+    OutcomeSink,
+    Predictor,
+)
+from router.core.types import Reservation, StrategyResult, WindowState
 from router.errors import (
+    BudgetExceeded,
     DeadlineExceeded,
     InvalidRequest,
+    LedgerUnavailable,
     NotFound,
     PermissionDenied,
     RouterError,
     UnknownArm,
 )
-from router.policy.choose import Candidate, Constraints, choose_arm, exclusion_reason
+from router.policy.choose import (
+    Candidate,
+    Choice,
+    Constraints,
+    choose_arm,
+    exclusion_reason,
+    utility,
+)
 
 log = logging.getLogger("ttc_router.core")
 T = TypeVar("T")
@@ -44,7 +61,11 @@ class Tenant:
 
     @property
     def caps(self) -> dict[str, int]:
-        return {"daily": self.config.daily_cap_micros}
+        return self.config.caps_micros
+
+    @property
+    def tz(self) -> str:
+        return self.config.timezone
 
 
 @dataclass(frozen=True)
@@ -82,6 +103,25 @@ class Decision:
     @property
     def arm(self) -> str:
         return self.spec.name
+
+
+@dataclass(frozen=True)
+class BudgetView:
+    """A tenant's budget as ``GetBudget`` shows it: windows, λ in force and its parts."""
+
+    windows: tuple[WindowState, ...]
+    lambda_per_usd: float
+    pacing_lambda_per_usd: float
+    max_request_micros: int | None
+    timezone: str
+
+
+@dataclass(frozen=True)
+class _Plan:
+    decision: Decision
+    remaining_micros: int
+    # The cheapest arm the hints allow, budget aside: what a refused reservation falls back to.
+    fallback: Candidate | None
 
 
 @dataclass(frozen=True)
@@ -151,9 +191,22 @@ class RouterCore:
         return [s for s in self.catalog if tenant.config.allows(s.name)]
 
     # ---- decision ---------------------------------------------------------------------
+    async def _ledger_state(self, tenant: Tenant) -> LedgerState:
+        try:
+            return await self.ledger.state(tenant.name, tenant.caps, tz=tenant.tz)
+        except LedgerUnavailable as exc:
+            # Whether to go on without the ledger is the chosen tier's failure policy,
+            # applied when the reservation is made.
+            log.warning("budget state unavailable: %s", exc.message)
+            return LedgerState((), 0.0, stale=True)
+
+    def _lambda(self, tenant: Tenant, state: LedgerState) -> float:
+        pacing = state.pacing_lambda_per_usd if tenant.config.pacing else 0.0
+        return tenant.config.lambda_per_usd + pacing
+
     async def _decide(
-        self, tenant: Tenant, prompt: str, hints: Hints, request_id: str
-    ) -> tuple[Decision, int]:
+        self, tenant: Tenant, prompt: str, hints: Hints, request_id: str, *, reserving: bool
+    ) -> _Plan:
         self._check_prompt(prompt)
         hints.validate()
         specs = self._allowed_specs(tenant, hints)
@@ -161,19 +214,27 @@ class RouterCore:
         prediction = self.predictor.predict(embedding, prompt)
         in_expected, in_upper = input_token_bounds(prompt, self.count_tokens(prompt))
         candidates = [candidate(s, prediction.arms[s.name], in_expected, in_upper) for s in specs]
-        windows = await self.ledger.windows(tenant.name, tenant.caps)
-        remaining = min(w.remaining_micros for w in windows) if windows else None
-        max_cost = _min_opt(
-            _usd_to_micros(hints.max_cost_usd), _usd_to_micros(tenant.config.max_request_usd)
-        )
+        state = await self._ledger_state(tenant)
+        remaining = state.remaining_micros
+        max_cost = _min_opt(_usd_to_micros(hints.max_cost_usd), tenant.config.max_request_micros)
         constraints = Constraints(
-            lambda_per_usd=tenant.config.lambda_per_usd,
+            lambda_per_usd=self._lambda(tenant, state),
             remaining_micros=remaining,
             max_cost_micros=max_cost,
             min_quality=hints.min_quality,
             max_latency_ms=hints.max_latency_ms,
         )
-        choice = choose_arm(candidates, constraints, tenant=tenant.name)
+        unbudgeted = replace(constraints, remaining_micros=None)
+        eligible = [c for c in candidates if exclusion_reason(c, unbudgeted) is None]
+        fallback = min(eligible, key=lambda c: (c.reserved_cost_micros, c.arm), default=None)
+        try:
+            choice = choose_arm(candidates, constraints, tenant=tenant.name)
+        except BudgetExceeded:
+            if not reserving or fallback is None:
+                raise
+            # The remaining budget was read before this request; holds may have gone since.
+            # The ledger decides, atomically, on the cheapest arm the hints allow.
+            choice = Choice(fallback, utility(fallback, constraints.lambda_per_usd))
         views = []
         for c in candidates:
             why = exclusion_reason(c, constraints)
@@ -188,22 +249,47 @@ class RouterCore:
             candidates=tuple(views),
         )
         await self.decisions.remember(decision.decision_id, tenant.name, decision.arm)
-        return decision, remaining if remaining is not None else 0
+        return _Plan(decision, remaining if remaining is not None else 0, fallback)
 
-    async def route(
-        self, tenant: Tenant, prompt: str, hints: Hints, *, request_id: str = "", reserve: bool
-    ) -> RouteResult:
-        decision, remaining = await self._decide(tenant, prompt, hints, request_id)
-        if not reserve:
-            return RouteResult(decision, False, remaining)
-        res = await self.ledger.reserve(
+    async def _reserve(self, tenant: Tenant, plan: _Plan) -> tuple[Decision, int]:
+        """Hold the decision's reservation; if refused, try the cheapest allowed arm once."""
+        decision = plan.decision
+        try:
+            res = await self._hold(tenant, decision)
+        except BudgetExceeded:
+            fb = plan.fallback
+            if fb is None or fb.reserved_cost_micros >= decision.chosen.reserved_cost_micros:
+                raise
+            decision = replace(decision, spec=self.catalog.get(fb.arm), chosen=fb)
+            res = await self._hold(tenant, decision)
+            await self.decisions.remember(decision.decision_id, tenant.name, decision.arm)
+        return decision, _remaining(res.windows)
+
+    async def _hold(self, tenant: Tenant, decision: Decision) -> Reservation:
+        tier = decision.spec.tier
+        allowance = (
+            _usd_to_micros(tier.fail_open_allowance_usd)
+            if tier.failure_policy == "fail_open"
+            else None
+        )
+        return await self.ledger.reserve(
             tenant.name,
             decision.request_id,
             decision.chosen.reserved_cost_micros,
             tenant.caps,
             self.hold_ttl_s,
+            tz=tenant.tz,
+            fail_open_micros=allowance,
         )
-        return RouteResult(decision, True, _remaining(res.windows))
+
+    async def route(
+        self, tenant: Tenant, prompt: str, hints: Hints, *, request_id: str = "", reserve: bool
+    ) -> RouteResult:
+        plan = await self._decide(tenant, prompt, hints, request_id, reserving=reserve)
+        if not reserve:
+            return RouteResult(plan.decision, False, plan.remaining_micros)
+        decision, remaining = await self._reserve(tenant, plan)
+        return RouteResult(decision, True, remaining)
 
     # ---- generation -------------------------------------------------------------------
     async def generate(
@@ -222,15 +308,11 @@ class RouterCore:
         """
         started = time.monotonic()
         deadline = started + timeout_s if timeout_s is not None else None
-        decision, _ = await _within(self._decide(tenant, prompt, hints, request_id), deadline)
-        spec = decision.spec
-        await self.ledger.reserve(
-            tenant.name,
-            decision.request_id,
-            decision.chosen.reserved_cost_micros,
-            tenant.caps,
-            self.hold_ttl_s,
+        plan = await _within(
+            self._decide(tenant, prompt, hints, request_id, reserving=True), deadline
         )
+        decision, _ = await self._reserve(tenant, plan)
+        spec = decision.spec
         backend = self.backends[spec.arm.tier]
         queue: asyncio.Queue[str | None] = asyncio.Queue()
 
@@ -269,6 +351,7 @@ class RouterCore:
                     "input_tokens": str(result.input_tokens),
                     "output_tokens": str(result.output_tokens),
                 },
+                tz=tenant.tz,
             )
             settled = True
             if cost > decision.chosen.reserved_cost_micros:
@@ -360,8 +443,16 @@ class RouterCore:
             raise PermissionDenied(f"decision {decision_id!r} belongs to another tenant")
         await self.sink.write_score(decision_id, tenant.name, score)
 
-    async def budget(self, tenant: Tenant) -> tuple[WindowState, ...]:
-        return await self.ledger.windows(tenant.name, tenant.caps)
+    async def budget_view(self, tenant: Tenant) -> BudgetView:
+        """Windows, the λ the policy uses now (configured + pacing) and the per-request cap."""
+        state = await self.ledger.state(tenant.name, tenant.caps, tz=tenant.tz)
+        return BudgetView(
+            windows=state.windows,
+            lambda_per_usd=self._lambda(tenant, state),
+            pacing_lambda_per_usd=state.pacing_lambda_per_usd if tenant.config.pacing else 0.0,
+            max_request_micros=tenant.config.max_request_micros,
+            timezone=tenant.tz,
+        )
 
 
 def sum_cost(spec: ArmSpec, result: StrategyResult) -> int:

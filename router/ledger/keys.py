@@ -9,6 +9,11 @@ Cluster slot and one Lua script may touch them together::
     <prefix>:{t:<tenant>}:holds:total              sum of the hash above (counter)
     <prefix>:{t:<tenant>}:req:<request id>         one request's reservation record (hash)
     <prefix>:{t:<tenant>}:audit                    settled charges (stream)
+    <prefix>:{t:<tenant>}:refusals                 refused reservations and why (stream)
+    <prefix>:{t:<tenant>}:pace                     pacing shadow price λ and its last update (hash)
+
+``<start>`` is the window's label (``windows.WindowSpan.label``): its local start, plus the
+UTC offset and zone when the tenant's zone is not UTC.
 """
 
 from __future__ import annotations
@@ -66,3 +71,11 @@ class TenantKeys:
     @property
     def audit(self) -> str:
         return f"{self.base}:audit"
+
+    @property
+    def refusals(self) -> str:
+        return f"{self.base}:refusals"
+
+    @property
+    def pace(self) -> str:
+        return f"{self.base}:pace"

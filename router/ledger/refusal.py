@@ -39,4 +39,9 @@ def budget_exceeded(
         )
         violations.append(QuotaViolation(f"tenant:{tenant}/{s.window}", description))
     detail = "; ".join(v.description for v in violations) or f"asked {asked}"
-    return BudgetExceeded(f"budget exceeded for tenant {tenant!r}: {detail}", violations)
+    left = min((s.remaining_micros for s in states), default=0)
+    return BudgetExceeded(
+        f"budget exceeded for tenant {tenant!r}: {format_usd(left)} left, less than the "
+        f"reservation of {asked}; {detail}",
+        violations,
+    )

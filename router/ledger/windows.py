@@ -1,14 +1,18 @@
-"""Budget windows: UTC, calendar-aligned spans and how long their counters must live.
+"""Budget windows: calendar-aligned spans in a tenant's time zone, and their counters' lifetimes.
 
 ``hourly`` starts on the hour, ``daily`` at midnight, ``weekly`` at Monday midnight and
-``monthly`` at midnight on the 1st. A window is the half-open span ``[start, end)``.
+``monthly`` at midnight on the 1st, all in the tenant's IANA time zone (UTC by default). A
+window is the half-open span ``[start, end)``; across a daylight-saving change a day is 23 or
+25 hours long, and an hour that is repeated is one window per UTC hour.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
+from functools import cache, cached_property
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from router.errors import ConfigError
 
@@ -26,14 +30,31 @@ class WindowSpan:
     start: datetime
     end: datetime
 
-    @property
+    @cached_property
     def label(self) -> str:
-        """The start written for a key name: ``2026-11-22T13``, ``2026-11-22`` or ``2026-11``."""
+        """The start written for a key name: ``2026-11-22T13``, ``2026-11-22`` or ``2026-11``.
+
+        Outside UTC the label is the local start followed by its UTC offset and the zone
+        (``2026-11-22+0100@Europe/Berlin``), so that two zones never share a counter.
+        """
         if self.window == "hourly":
-            return self.start.strftime("%Y-%m-%dT%H")
-        if self.window == "monthly":
-            return self.start.strftime("%Y-%m")
-        return self.start.strftime("%Y-%m-%d")
+            text = self.start.strftime("%Y-%m-%dT%H")
+        elif self.window == "monthly":
+            text = self.start.strftime("%Y-%m")
+        else:
+            text = self.start.strftime("%Y-%m-%d")
+        tz = self.start.tzinfo
+        if tz is None or tz is UTC:
+            return text
+        return f"{text}{self.start.strftime('%z')}@{tz}"
+
+    @cached_property
+    def start_ms(self) -> int:
+        return math.floor(self.start.timestamp() * 1000)
+
+    @cached_property
+    def end_ms(self) -> int:
+        return math.floor(self.end.timestamp() * 1000)
 
 
 def check_window(window: str) -> str:
@@ -43,16 +64,64 @@ def check_window(window: str) -> str:
     return window
 
 
+@cache
+def zone(name: str) -> tzinfo:
+    """The time zone named ``name`` (IANA, e.g. ``Europe/Berlin``); ``UTC`` is ``datetime.UTC``."""
+    if name in ("UTC", "Etc/UTC", "Z"):
+        return UTC
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ConfigError(
+            f"unknown time zone {name!r}; use an IANA name such as 'UTC' or 'Europe/Berlin'"
+        ) from exc
+
+
 def utc_from_timestamp(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
 
 
-def window_span(window: str, now: datetime) -> WindowSpan:
-    """The window named ``window`` that contains ``now`` (an aware datetime)."""
+def _local_midnight(day: datetime, tz: tzinfo) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=tz)
+
+
+def _normalised(local: datetime) -> datetime:
+    """``local`` (a wall time in its zone) made real: a time in a DST gap moves forward."""
+    return local.astimezone(UTC).astimezone(local.tzinfo)
+
+
+def window_span(window: str, now: datetime, tz: tzinfo = UTC) -> WindowSpan:
+    """The window named ``window`` that contains ``now`` (an aware datetime), in zone ``tz``."""
     check_window(window)
     if now.tzinfo is None:
         raise ValueError("window_span needs an aware datetime; naive times are ambiguous")
-    t = now.astimezone(UTC)
+    if tz is UTC:
+        return _utc_span(window, now.astimezone(UTC))
+    t = now.astimezone(tz)
+    if window == "hourly":
+        # Flooring keeps ``fold``, so a repeated wall hour is two windows, one per UTC hour.
+        start = t.replace(minute=0, second=0, microsecond=0)
+        end = (start.astimezone(UTC) + timedelta(hours=1)).astimezone(tz)
+        return WindowSpan(window, start, end)
+    day = _local_midnight(t, tz)
+    if window == "daily":
+        start = day
+        nxt = day.date() + timedelta(days=1)
+    elif window == "weekly":
+        start = _local_midnight(day - timedelta(days=day.weekday()), tz)
+        nxt = start.date() + timedelta(days=7)
+    else:
+        start = _local_midnight(day.replace(day=1), tz)
+        nxt = (
+            start.date().replace(year=start.year + 1, month=1)
+            if start.month == 12
+            else start.date().replace(month=start.month + 1)
+        )
+    end = datetime(nxt.year, nxt.month, nxt.day, tzinfo=tz)
+    return WindowSpan(window, _normalised(start), _normalised(end))
+
+
+def _utc_span(window: str, t: datetime) -> WindowSpan:
     if window == "hourly":
         start = t.replace(minute=0, second=0, microsecond=0)
         return WindowSpan(window, start, start + timedelta(hours=1))

@@ -505,7 +505,6 @@ async def test_unreachable_redis_raises_ledger_unavailable_without_the_password(
         assert await led.ping() is False
         calls = [
             led.reserve("acme", "r", 1, {"daily": 10}, hold_ttl_s=5),
-            led.settle("acme", "r", 1, {}),
             led.release("acme", "r"),
             led.windows("acme", {"daily": 10}),
         ]
@@ -514,6 +513,9 @@ async def test_unreachable_redis_raises_ledger_unavailable_without_the_password(
                 await call
             assert f"127.0.0.1:{port}" in caught.value.message
             assert "s3cret" not in caught.value.message
+        # A settle is money already spent: it is kept for Redis rather than lost.
+        assert await led.settle("acme", "r", 1, {}) == ()
+        assert [(c.request_id, c.actual_micros) for c in led.outage.pending] == [("r", 1)]
     finally:
         await led.aclose()
     assert time.monotonic() - started < 10
@@ -609,31 +611,39 @@ _ops = st.one_of(
 @settings(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-@given(ops=st.lists(_ops, min_size=1, max_size=25), cap=st.integers(0, 1500))
+@given(
+    ops=st.lists(_ops, min_size=1, max_size=25),
+    cap=st.integers(0, 1500),
+    tz=st.sampled_from(["UTC", "Europe/Berlin", "Asia/Kolkata"]),
+    spare=st.integers(0, 1000),
+)
 async def test_random_operations_keep_the_books_exact_and_under_the_cap(
-    redis_url: str, ops: list[tuple[str, str, int, int]], cap: int
+    redis_url: str, ops: list[tuple[str, str, int, int]], cap: int, tz: str, spare: int
 ) -> None:
     tenant = new_tenant()
     model = Model(cap=cap, now_s=int(DAY_10AM))
-    caps = {"daily": cap}
-    async with RedisLedger.from_url(redis_url, clock=lambda: float(model.now_s)) as led:
+    # the hourly cap binds; the monthly one has room to spare and must agree on the books
+    caps = {"hourly": cap, "monthly": cap + spare}
+    async with RedisLedger.from_url(
+        redis_url, clock=lambda: float(model.now_s), pacing_gain=0.0
+    ) as led:
         for op, rid, n, ttl in ops:
             record = model.records.get(rid)
             if op == "reserve":
                 if record is not None:
-                    r = await led.reserve(tenant, rid, n, caps, hold_ttl_s=ttl)
+                    r = await led.reserve(tenant, rid, n, caps, hold_ttl_s=ttl, tz=tz)
                     assert (r.replayed, r.held_micros) == (True, record[1])
                 elif model.spent + model.live_held() + n <= cap:
-                    r = await led.reserve(tenant, rid, n, caps, hold_ttl_s=ttl)
+                    r = await led.reserve(tenant, rid, n, caps, hold_ttl_s=ttl, tz=tz)
                     assert (r.replayed, r.held_micros) == (False, n)
                     model.records[rid] = ("held", n, model.now_s + ttl)
                 else:
                     with pytest.raises(BudgetExceeded):
-                        await led.reserve(tenant, rid, n, caps, hold_ttl_s=ttl)
+                        await led.reserve(tenant, rid, n, caps, hold_ttl_s=ttl, tz=tz)
             elif op == "settle":
                 amount = record[1] if record else 0
                 actual = amount * n // 100  # never more than was held
-                await led.settle(tenant, rid, actual, {})
+                await led.settle(tenant, rid, actual, {}, tz=tz)
                 if record is None or record[0] != "settled":
                     model.spent += actual
                     model.records[rid] = ("settled", amount, 0)
@@ -645,7 +655,8 @@ async def test_random_operations_keep_the_books_exact_and_under_the_cap(
                     model.records[rid] = ("released", record[1], 0)
             else:
                 model.now_s += n
-            (state,) = await led.windows(tenant, caps)
-            assert state.spent_micros == model.spent
-            assert state.held_micros == model.live_held()
-            assert state.spent_micros + state.held_micros <= cap + model.late
+            hourly, monthly = (await led.state(tenant, caps, tz=tz)).windows
+            for state in (hourly, monthly):
+                assert state.spent_micros == model.spent
+                assert state.held_micros == model.live_held()
+            assert hourly.spent_micros + hourly.held_micros <= cap + model.late

@@ -13,6 +13,7 @@ from numpy.typing import NDArray
 from router.config.backends import BackendsConfig
 from router.config.tenants import TenantConfig, hash_api_key
 from router.core.catalog import Catalog
+from router.core.protocols import LedgerState
 from router.core.service import RouterCore, Tenant
 from router.core.types import (
     ArmPrediction,
@@ -23,7 +24,7 @@ from router.core.types import (
     TextDelta,
     WindowState,
 )
-from router.errors import BackendError, BudgetExceeded, QuotaViolation
+from router.errors import BackendError, BudgetExceeded, LedgerUnavailable, QuotaViolation
 
 
 class FakeEmbedder:
@@ -48,12 +49,18 @@ class FakePredictor:
 
 
 class MemoryLedger:
-    """Same contract as the Redis ledger, single process, no expiry."""
+    """Same contract as the Redis ledger, single process, no expiry, no pacing."""
 
     def __init__(self) -> None:
         self.spent: dict[str, int] = {}
         self.holds: dict[tuple[str, str], int] = {}
         self.settled: dict[tuple[str, str], int] = {}
+        self.pacing_lambda: dict[str, float] = {}
+        self.down = False
+
+    def _check_up(self) -> None:
+        if self.down:
+            raise LedgerUnavailable("memory ledger is down")
 
     def _state(self, tenant: str, caps: Mapping[str, int]) -> tuple[WindowState, ...]:
         now = datetime.now(UTC)
@@ -70,7 +77,11 @@ class MemoryLedger:
         amount_micros: int,
         caps: Mapping[str, int],
         hold_ttl_s: float,
+        *,
+        tz: str = "UTC",
+        fail_open_micros: int | None = None,
     ) -> Reservation:
+        self._check_up()
         if (tenant, request_id) in self.holds:
             return Reservation(
                 tenant,
@@ -86,8 +97,15 @@ class MemoryLedger:
         return Reservation(tenant, request_id, amount_micros, self._state(tenant, caps))
 
     async def settle(
-        self, tenant: str, request_id: str, actual_micros: int, audit: Mapping[str, str]
+        self,
+        tenant: str,
+        request_id: str,
+        actual_micros: int,
+        audit: Mapping[str, str],
+        *,
+        tz: str = "UTC",
     ) -> tuple[WindowState, ...]:
+        self._check_up()
         self.holds.pop((tenant, request_id), None)
         if (tenant, request_id) not in self.settled:
             self.settled[(tenant, request_id)] = actual_micros
@@ -95,13 +113,21 @@ class MemoryLedger:
         return self._state(tenant, {"daily": 10**12})
 
     async def release(self, tenant: str, request_id: str) -> None:
+        self._check_up()
         self.holds.pop((tenant, request_id), None)
 
-    async def windows(self, tenant: str, caps: Mapping[str, int]) -> tuple[WindowState, ...]:
+    async def windows(
+        self, tenant: str, caps: Mapping[str, int], *, tz: str = "UTC"
+    ) -> tuple[WindowState, ...]:
+        self._check_up()
         return self._state(tenant, caps)
 
+    async def state(self, tenant: str, caps: Mapping[str, int], *, tz: str = "UTC") -> LedgerState:
+        self._check_up()
+        return LedgerState(self._state(tenant, caps), self.pacing_lambda.get(tenant, 0.0))
+
     async def ping(self) -> bool:
-        return True
+        return not self.down
 
 
 class ScriptedBackend:

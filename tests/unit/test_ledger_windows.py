@@ -163,3 +163,79 @@ def test_tenants_that_would_break_the_hash_tag_are_refused(tenant: str) -> None:
 )
 def test_usd_formatting_is_exact(micros: int, text: str) -> None:
     assert format_usd(micros) == text
+
+
+# --- windows in a tenant's time zone --------------------------------------------------------
+
+BERLIN = "Europe/Berlin"
+
+
+def test_daily_window_starts_at_local_midnight() -> None:
+    from router.ledger.windows import zone
+
+    span = window_span("daily", at(2026, 11, 22, 23, 30), zone(BERLIN))  # 00:30 in Berlin
+    assert span.start.astimezone(UTC) == at(2026, 11, 22, 23)
+    assert span.end.astimezone(UTC) == at(2026, 11, 23, 23)
+    assert span.label == "2026-11-23+0100@Europe/Berlin"
+
+
+def test_a_daylight_saving_day_is_23_or_25_hours_long() -> None:
+    from router.ledger.windows import zone
+
+    tz = zone(BERLIN)
+    spring = window_span("daily", at(2026, 3, 29, 12), tz)
+    autumn = window_span("daily", at(2026, 10, 25, 12), tz)
+    assert spring.end_ms - spring.start_ms == 23 * 3_600_000
+    assert autumn.end_ms - autumn.start_ms == 25 * 3_600_000
+
+
+def test_the_repeated_autumn_hour_is_two_windows() -> None:
+    from router.ledger.windows import zone
+
+    tz = zone(BERLIN)
+    first = window_span("hourly", at(2026, 10, 25, 0, 30), tz)
+    second = window_span("hourly", at(2026, 10, 25, 1, 30), tz)
+    assert first.label != second.label
+    assert (first.end_ms - first.start_ms, second.end_ms - second.start_ms) == (3_600_000,) * 2
+    assert first.end == second.start
+
+
+def test_half_hour_zones_have_their_own_hours() -> None:
+    from router.ledger.windows import zone
+
+    span = window_span("hourly", at(2026, 11, 22, 10, 10), zone("Asia/Kolkata"))
+    assert span.start.astimezone(UTC) == at(2026, 11, 22, 9, 30)
+
+
+def test_weekly_and_monthly_follow_the_local_calendar() -> None:
+    from router.ledger.windows import zone
+
+    tz = zone("America/New_York")
+    # Monday 2026-11-23 03:00 UTC is still Sunday evening in New York
+    week = window_span("weekly", at(2026, 11, 23, 3), tz)
+    assert week.start.date().isoformat() == "2026-11-16"
+    month = window_span("monthly", at(2026, 12, 1, 2), tz)  # Nov 30 in New York
+    assert (month.start.month, month.end.month) == (11, 12)
+
+
+def test_unknown_zone_is_a_config_error() -> None:
+    from router.ledger.windows import zone
+
+    with pytest.raises(ConfigError, match="IANA"):
+        zone("Nowhere/Special")
+
+
+def test_every_moment_falls_in_exactly_one_window_across_dst() -> None:
+    from router.ledger.windows import zone
+
+    tz = zone(BERLIN)
+    t = at(2026, 10, 24, 20)
+    for window in WINDOWS:
+        prev = None
+        for minutes in range(0, 12 * 60, 7):
+            now = t + timedelta(minutes=minutes)
+            span = window_span(window, now, tz)
+            assert span.start <= now < span.end
+            if prev is not None and prev.label != span.label:
+                assert prev.end == span.start
+            prev = span

@@ -163,9 +163,17 @@ class BudgetWindow(_message.Message):
     def __init__(self, window: _Optional[str] = ..., cap_micros: _Optional[int] = ..., spent_micros: _Optional[int] = ..., held_micros: _Optional[int] = ..., remaining_micros: _Optional[int] = ..., start: _Optional[str] = ..., reset_at: _Optional[str] = ...) -> None: ...
 
 class GetBudgetResponse(_message.Message):
-    __slots__ = ("tenant", "windows")
+    __slots__ = ("tenant", "windows", "lambda_per_usd", "pacing_lambda_per_usd", "max_request_micros", "timezone")
     TENANT_FIELD_NUMBER: _ClassVar[int]
     WINDOWS_FIELD_NUMBER: _ClassVar[int]
+    LAMBDA_PER_USD_FIELD_NUMBER: _ClassVar[int]
+    PACING_LAMBDA_PER_USD_FIELD_NUMBER: _ClassVar[int]
+    MAX_REQUEST_MICROS_FIELD_NUMBER: _ClassVar[int]
+    TIMEZONE_FIELD_NUMBER: _ClassVar[int]
     tenant: str
     windows: _containers.RepeatedCompositeFieldContainer[BudgetWindow]
-    def __init__(self, tenant: _Optional[str] = ..., windows: _Optional[_Iterable[_Union[BudgetWindow, _Mapping]]] = ...) -> None: ...
+    lambda_per_usd: float
+    pacing_lambda_per_usd: float
+    max_request_micros: int
+    timezone: str
+    def __init__(self, tenant: _Optional[str] = ..., windows: _Optional[_Iterable[_Union[BudgetWindow, _Mapping]]] = ..., lambda_per_usd: _Optional[float] = ..., pacing_lambda_per_usd: _Optional[float] = ..., max_request_micros: _Optional[int] = ..., timezone: _Optional[str] = ...) -> None: ...
