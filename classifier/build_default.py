@@ -27,7 +27,7 @@ from classifier.predictor import default_model_dir
 from router.core.types import Price
 from router.errors import RouterError
 
-EMBED_BATCH = 32
+EMBED_BATCH = 1_000_000
 
 
 def records_digest(records: Sequence[OutcomeRecord]) -> str:
@@ -37,14 +37,6 @@ def records_digest(records: Sequence[OutcomeRecord]) -> str:
         h.update(json.dumps(r.to_json(), sort_keys=True, ensure_ascii=False).encode())
         h.update(b"\n")
     return h.hexdigest()
-
-
-def _fmt(x: Any, digits: int = 3) -> str:
-    if x is None:
-        return "unreached"
-    if isinstance(x, float):
-        return "n/a" if x != x else f"{x:.{digits}f}"
-    return str(x)
 
 
 def _training_data(
@@ -86,53 +78,30 @@ def _training_data(
 
 def model_card(meta: Mapping[str, Any], build_seconds: float) -> str:
     """MODEL_CARD.md text for a built model."""
+    from classifier.model_card import model_card as card
+
     td = meta["training_data"]
     src = td["sources"][0]
-    m = meta["metrics"]
-    lines = [
-        f"# Default predictor `{meta['version']}`",
-        "",
-        f"Built {meta['created']} by `python -m classifier.build_default --seed "
-        f"{meta['training']['seed']}` in {build_seconds:.0f} s on 2 CPU cores.",
-        "",
-        "## What it does",
-        "For one prompt it predicts, per arm, the probability that the answer is correct "
-        "(`p_success`) and the output tokens per sample (expected and a 90th-percentile "
-        "estimate). The router weighs these against each arm's price. Input: the prompt's "
-        "all-MiniLM-L6-v2 embedding (384 values, ONNX Runtime fp32) followed by "
-        f"{len(meta['feature_set']['text_features'])} cheap text features "
-        f"(`{meta['feature_set']['name']}` v{meta['feature_set']['version']}). Model: one "
-        "logistic regression (success) and one ridge regression (log output tokens) per arm "
-        "on standardised features, trained with scikit-learn and exported with skl2onnx as "
-        "one ONNX graph.",
-        "",
-        "## Intended use",
-        "A starting point for routing math word problems, competition math and short code-"
-        "reasoning prompts between a ~7B local model, a ~32B self-hosted model and a premium "
-        "API model, until the service has logged enough of its own traffic to retrain on.",
-        "",
-        "## Arms and the models behind them",
-        "",
-        "| task | " + " | ".join(meta["arms"]) + " |",
-        "|---|" + "---|" * len(meta["arms"]),
-    ]
-    for task, models in src["tasks"].items():
-        row = [models.get(a.split("/")[0], "?") for a in meta["arms"]]
-        lines.append(f"| {task} | " + " | ".join(row) + " |")
-    lines += [
-        "",
-        "Arm = `<tier>/greedy`: one greedy answer of the model (temperature 0). ZeroEval has no "
-        "GSM8K runs of Qwen2.5-7B/32B-Instruct, so Qwen2-7B-Instruct and gemma-2-27b-it stand "
-        "in for those tiers on GSM8K; the tiers are stand-ins, not the models the service runs.",
-        "",
-        "## Training data",
+    arms = meta["arms"]
+    data_lines = [
         f"- {src['name']} raw outputs ({src['repository']}, commit `{src['commit']}`), "
         f"licence {src['license']}: prompts answered by all three models (full information): "
         + ", ".join(f"{t} {n}" for t, n in td["prompts_per_task"].items())
         + f"; {td['records']} records (sha256 `{td['records_sha256'][:16]}…`).",
+        "",
+        "| task | " + " | ".join(arms) + " |",
+        "|---|" + "---|" * len(arms),
+        *(
+            f"| {task} | " + " | ".join(models.get(a.split("/")[0], "?") for a in arms) + " |"
+            for task, models in src["tasks"].items()
+        ),
+        "",
+        "- Arm = `<tier>/greedy`: one greedy answer of the model (temperature 0). ZeroEval has "
+        "no GSM8K runs of Qwen2.5-7B/32B-Instruct, so Qwen2-7B-Instruct and gemma-2-27b-it "
+        "stand in for those tiers on GSM8K; the tiers are stand-ins, not the models the "
+        "service runs.",
         f"- Scoring: {td['scoring']}",
-        f"- Tokens: {td['tokens']}. Input tokens are those of the prompt as ZeroEval sent it "
-        "(question plus its answer-format instruction).",
+        f"- Tokens: {td['tokens']}. Input tokens are those of the prompt as ZeroEval sent it.",
         "- Cost: tokens × prices in USD per million input/output tokens: "
         + ", ".join(f"{t} {p['input']:g}/{p['output']:g}" for t, p in td["prices_per_mtok"].items())
         + ".",
@@ -140,72 +109,28 @@ def model_card(meta: Mapping[str, Any], build_seconds: float) -> str:
         "",
         "Attribution: this model is trained on data derived from ZeroEval "
         "(github.com/WildEval/ZeroEval, formerly yuchenlin/ZeroEval; © its authors), "
-        "licensed under the Apache License 2.0. The GSM8K/MATH correctness table used is the "
-        "one derived from ZeroEval's raw outputs in the project's shared data folder.",
-        "",
-        "## Held-out metrics",
-        f"Seeded split by prompt: {meta['training']['counts']['train_prompts']} training "
-        f"prompts, {meta['training']['counts']['test_prompts']} held out; the shipped model "
-        "is the one fitted on the training prompts only.",
-        "",
-        "| arm | n | mean score | mean p | Brier | ECE (10 bins) | tokens within 2× | "
-        "≤ p90 estimate | C |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "licensed under the Apache License 2.0.",
     ]
-    for arm, e in m["per_arm"].items():
-        lines.append(
-            f"| {arm} | {e['n']} | {_fmt(e['mean_score'])} | {_fmt(e['mean_p'])} | "
-            f"{_fmt(e['brier'])} | {_fmt(e['ece'])} | {_fmt(e.get('tokens_within_2x'))} | "
-            f"{_fmt(e.get('tokens_hi_coverage'))} | {e['c']:g} |"
-        )
-    routing = m.get("routing")
-    if routing:
-        lines += [
-            "",
-            f"Routing on the {routing['prompts']} held-out prompts (spec/outcomes.md "
-            f"definitions; cheap arm {routing['cheap_arm']}: score "
-            f"{_fmt(routing['score_cheap'])} at ${routing['cost_cheap']:.6f}/prompt; best arm "
-            f"{routing['best_arm']}: score {_fmt(routing['score_best'])} at "
-            f"${routing['cost_best']:.6f}/prompt). Learned baselines use the same cost "
-            "estimates as the router.",
-            "",
-            "| method | APGR | cost@95 | best mean score |",
-            "|---|---|---|---|",
-        ]
-        for name, r in routing["methods"].items():
-            lines.append(
-                f"| {name} | {_fmt(r['apgr'])} | {_fmt(r['cost_at_95'])} | {_fmt(r['max_score'])} |"
-            )
-    lines += [
-        "",
-        "## Limits",
-        "- Three benchmarks only (grade-school math, competition math level 5, Python output "
-        "prediction); prompts from other domains (chat, writing, long documents, other "
-        "languages) are out of distribution and their predictions are little more than the "
-        "arms' base rates.",
-        "- MATH level 5 correctness compares first numbers only, so it is approximate; CRUXEval "
-        "correctness compares literal values and counts slightly more answers correct than "
-        "ZeroEval's string comparison (about +1–2 points).",
-        "- Token counts and hence costs are estimates from a different tokenizer; predicted "
+    limits = [
+        "Three benchmarks only (grade-school math, competition math level 5, Python output "
+        "prediction); prompts from other domains are out of distribution and their "
+        "predictions are little more than the arms' base rates.",
+        "MATH level 5 correctness compares first numbers only, so it is approximate.",
+        "Token counts and hence costs are estimates from a different tokenizer; predicted "
         "tokens are per sample for one greedy answer under ZeroEval's JSON answer format.",
-        "- Success probabilities describe these particular models; other models in a tier will "
-        "differ. Retrain on logged outcomes before relying on it.",
-        "",
-        "## Rebuild",
-        "`python -m classifier.build_default --data ../shared/data --out "
-        "classifier/models/default --seed 0` (the data stay outside the repository). The same "
-        "data and seed give the same fitted model; the version carries the build date and "
-        "the first 8 hex digits of the ONNX file's sha256.",
-        "",
-        "## Files",
-        f"- `model.onnx` (sha256 `{meta['onnx_sha256']}`): input `features` float32 [N, "
-        f"{meta['feature_set']['n_features']}]; outputs `p_success` and `log_tokens`, float32 "
-        f"[N, {len(meta['arms'])}], columns in the order of `arms` in `metadata.json`.",
-        "- `metadata.json`: version, arms, feature set, high-quantile offsets, prices, "
-        "training data and all metrics above.",
-        "",
+        "The service embeds only the first 256 tokens of a prompt; the long-prompt "
+        "head+tail embedding is used by the offline commands (prompts here are short).",
+        "Success probabilities describe these particular models; retrain on logged "
+        "outcomes before relying on it.",
     ]
-    return "\n".join(lines)
+    return card(
+        meta,
+        title="Default predictor",
+        command=f"python -m classifier.build_default --seed {meta['training']['seed']}",
+        data_lines=data_lines,
+        limits=limits,
+        build_seconds=build_seconds,
+    )
 
 
 def build(
@@ -220,11 +145,13 @@ def build(
 ) -> dict[str, Any]:
     """Run the whole pipeline and write the model directory; returns the metadata."""
     from classifier.embedder.runtime import OnnxEmbedder
+    from classifier.embedding_cache import CachedPromptEmbedder
     from classifier.onnx_export import save_model
     from classifier.train import embedder_featurizer, train
 
     t0 = time.perf_counter()
     embedder = OnnxEmbedder.load(cache_dir)
+    prompt_embedder = CachedPromptEmbedder(cache_dir)
 
     def count(texts: Sequence[str]) -> list[int]:
         return [embedder.count_tokens(t) for t in texts]
@@ -234,7 +161,7 @@ def build(
     t_import = time.perf_counter()
     print(f"imported {len(records)} records in {t_import - t0:.1f} s", file=sys.stderr)
     arms = [f"{tier}/{zeroeval.STRATEGY}" for tier in tiers]
-    embed = embedder_featurizer(embedder, EMBED_BATCH)
+    embed = embedder_featurizer(prompt_embedder, EMBED_BATCH)
     embed_seconds = 0.0
 
     def featurize(texts: Sequence[str]) -> NDArray[np.float32]:

@@ -191,6 +191,49 @@ def oracle_choice(score: ArrayLike, cost: ArrayLike) -> NDArray[np.int64]:
     return picked
 
 
+def strong_share_curve(
+    p: ArrayLike,
+    pred_cost: ArrayLike,
+    score: ArrayLike,
+    strong: int,
+    lambdas: ArrayLike | None = None,
+) -> tuple[F64, F64]:
+    """For each λ: (share of prompts sent to arm ``strong``, mean actual score)."""
+    s = np.asarray(score, dtype=np.float64)
+    lams = lambda_grid(p, pred_cost) if lambdas is None else _as1d(lambdas)
+    rows = np.arange(s.shape[0])
+    shares, scores = [], []
+    for lam in lams:
+        pick = choose(p, pred_cost, float(lam))
+        shares.append(float(np.mean(pick == strong)))
+        scores.append(float(s[rows, pick].mean()))
+    return np.asarray(shares), np.asarray(scores)
+
+
+def cpt(shares: ArrayLike, scores: ArrayLike, a: Anchors, target: float) -> float | None:
+    """Call-performance threshold: the smallest share of calls to the best arm whose
+    quality recovers ``target`` of the gap between the cheap and the best arm."""
+    gap = a.score_best - a.score_cheap
+    if gap <= 0:
+        return None
+    pgr = (_as1d(scores) - a.score_cheap) / gap
+    ok = pgr >= target - 1e-12
+    return float(_as1d(shares)[ok].min()) if ok.any() else None
+
+
+def oracle_cpt(score: ArrayLike, a: Anchors, target: float) -> float | None:
+    """CPT of an oracle that sends to the best arm exactly the prompts where it gains most."""
+    s = np.asarray(score, dtype=np.float64)
+    gap = a.score_best - a.score_cheap
+    if gap <= 0:
+        return None
+    gain = np.sort(s[:, a.best] - s[:, a.cheap])[::-1]
+    need = target * gap * s.shape[0]
+    total = np.cumsum(gain)
+    hit = np.flatnonzero(total >= need - 1e-9)
+    return float((hit[0] + 1) / s.shape[0]) if hit.size else None
+
+
 def routing_summary(curve: Curve, a: Anchors) -> dict[str, float | None]:
     """APGR and cost@95 of one curve, plus its highest realised score."""
     return {
@@ -208,14 +251,17 @@ __all__ = [
     "brier",
     "choose",
     "cost_at_quality",
+    "cpt",
     "ece",
     "lambda_grid",
     "mixing_curve",
     "oracle_choice",
+    "oracle_cpt",
     "point_curve",
     "quality_at",
     "routing_summary",
     "share_at_or_below",
+    "strong_share_curve",
     "sweep",
     "within_factor",
 ]

@@ -1,125 +1,182 @@
 """Export a :class:`~classifier.train.TrainedModel` as one ONNX graph plus ``metadata.json``.
 
-Graph (each piece converted by skl2onnx, then joined here)::
+Graph (standard ONNX operators only, built here from the fitted coefficients)::
 
-    features [N, F] ─► Scaler ─┬─► LinearClassifier per arm ─► P(class 1) ─► Concat ─► p_success
-                               └─► LinearRegressor per arm  ─────────────► Concat ─► log_tokens
+    features [N, F] ─► (x - mean) / scale ─┬─► MatMul W_lr + b ──────────────► linear [N, A]
+                                           ├─► MatMul W_tok + b ─────────────► log_tokens
+                                           └─► MatMul W_cost + b ─► expm1/1e6 ► cost_usd
+    features ─► Gather(kNN columns) ─► unit rows ─► MatMul refᵀ ─► TopK k ─► Gather sums,
+               counts ─► ReduceSum ─► (s + w·prior)/(c + w) ─► logit ──────► knn logits [N, A]
+               (once with the CV-chosen k, once with the broad k)
+    scaled ─► MatMul W1 + b1 ─► Relu ─► MatMul W2 + b2 ───────────────────► network logits
+    Concat(linear, near kNN, broad kNN, network) ─► MatMul W_stack + b ─► Sigmoid ► p_success
 
-Both outputs are float32 [N, A].
-
+All outputs are float32 [N, A], columns in the order of ``metadata["arms"]``.
 ``log_tokens`` is the natural log of the expected output tokens per sample; the high
-estimate is ``exp(log_tokens + tokens_hi_log_offset[arm])`` (metadata). Columns follow
-``metadata["arms"]``.
+estimate is ``exp(log_tokens + tokens_hi_log_offset[arm])``; ``cost_usd`` is the
+predicted cost of one call of the arm (all samples included).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from classifier import features as feats
 from classifier.predictor import (
     INPUT_NAME,
     METADATA_FILE,
     MODEL_FILE,
+    OUTPUT_COST,
     OUTPUT_LOG_TOKENS,
     OUTPUT_P,
     SUPPORTED_FORMAT,
 )
-from classifier.train import TOKENS_HI_QUANTILE, TrainedModel
+from classifier.train import (
+    DEFAULT_TOKENS,
+    LOGIT_CLIP,
+    PRIOR_WEIGHT,
+    TOKENS_HI_QUANTILE,
+    TrainedModel,
+)
 
 OPSET = 17
-ML_OPSET = 1
 
 
-def _convert(estimator: Any, n_features: int, zipmap: bool | None = None) -> Any:
-    from skl2onnx import convert_sklearn
-    from skl2onnx.common.data_types import FloatTensorType
-
-    options = {id(estimator): {"zipmap": False}} if zipmap is False else None
-    return convert_sklearn(
-        estimator,
-        initial_types=[("x", FloatTensorType([None, n_features]))],
-        options=options,
-        target_opset={"": OPSET, "ai.onnx.ml": ML_OPSET},
-    )
-
-
-def _splice(sub: Any, prefix: str, input_name: str) -> tuple[list[Any], list[Any], dict[str, str]]:
-    """Nodes and initializers of ``sub`` with names prefixed and its input wired to
-    ``input_name``; returns them with a map from the original output names."""
-    from onnx import compose
-
-    renamed = compose.add_prefix(sub, prefix)
-    old_input = renamed.graph.input[0].name
-    nodes = []
-    for node in renamed.graph.node:
-        for i, name in enumerate(node.input):
-            if name == old_input:
-                node.input[i] = input_name
-        nodes.append(node)
-    outputs = {o.name.removeprefix(prefix): o.name for o in renamed.graph.output}
-    return nodes, list(renamed.graph.initializer), outputs
+def _linear(model: TrainedModel) -> dict[str, np.ndarray[Any, Any]]:
+    """Stacked per-arm coefficients: weights [F, A] and biases [A] of each linear head."""
+    arms = model.arms
+    n_feat = len(model.feature_names)
+    w_lr = np.column_stack([model.per_arm[a].classifier.coef_.reshape(-1) for a in arms])
+    b_lr = np.asarray([float(model.per_arm[a].classifier.intercept_) for a in arms])
+    w_tok = np.zeros((n_feat, len(arms)))
+    b_tok = np.full(len(arms), math.log(DEFAULT_TOKENS))
+    for j, a in enumerate(arms):
+        reg = model.per_arm[a].regressor
+        if reg is not None:
+            w_tok[:, j] = np.asarray(reg.coef_).reshape(-1)
+            b_tok[j] = float(reg.intercept_)
+    w_cost = np.column_stack([np.asarray(model.per_arm[a].cost_regressor.coef_) for a in arms])
+    b_cost = np.asarray([float(model.per_arm[a].cost_regressor.intercept_) for a in arms])
+    w_st = model.stack.weights
+    b_st = model.stack.bias
+    return {
+        "w_lr": w_lr,
+        "b_lr": b_lr,
+        "w_tok": w_tok,
+        "b_tok": b_tok,
+        "w_cost": w_cost,
+        "b_cost": b_cost,
+        "w_stack": w_st,
+        "b_stack": b_st,
+        "mlp_w1": model.mlp.w1,
+        "mlp_b1": model.mlp.b1,
+        "mlp_w2": model.mlp.w2,
+        "mlp_b2": model.mlp.b2,
+    }
 
 
 def to_onnx(model: TrainedModel) -> Any:
-    """One ``onnx.ModelProto`` computing every arm's p_success and log tokens."""
-    import numpy as np
+    """One ``onnx.ModelProto`` computing every arm's p_success, log tokens and cost."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     n_features = len(model.feature_names)
     n_arms = len(model.arms)
-    nodes: list[Any] = []
+    knn = model.knn
     inits: list[Any] = []
 
-    s_nodes, s_inits, s_out = _splice(_convert(model.scaler, n_features), "scaler_", INPUT_NAME)
-    nodes += s_nodes
-    inits += s_inits
-    scaled = s_out["variable"]
+    def const(name: str, value: Any, dtype: Any = np.float32) -> str:
+        inits.append(numpy_helper.from_array(np.asarray(value, dtype=dtype), name))
+        return name
 
-    inits += [
-        numpy_helper.from_array(np.asarray([1], np.int64), "col1_start"),
-        numpy_helper.from_array(np.asarray([2], np.int64), "col1_end"),
-        numpy_helper.from_array(np.asarray([1], np.int64), "col_axis"),
+    lin = _linear(model)
+    for key, value in lin.items():
+        const(key, value)
+    const("mean", model.scaler.mean_)
+    const("scale", model.scaler.scale_)
+    const("knn_cols", np.asarray(knn.columns, np.int64), np.int64)
+    const("knn_ref_t", np.ascontiguousarray(knn.reference.astype(np.float16).T), np.float16)
+    const("knn_sums", knn.sums)
+    const("knn_counts", knn.counts)
+    const("knn_prior_w", PRIOR_WEIGHT * knn.prior.astype(np.float64))
+    const("knn_w", PRIOR_WEIGHT)
+    const("knn_k", np.asarray([knn.k], np.int64), np.int64)
+    const("knn_broad_k", np.asarray([knn.broad_k], np.int64), np.int64)
+    const("eps", 1e-12)
+    const("clip_lo", LOGIT_CLIP)
+    const("clip_hi", 1.0 - LOGIT_CLIP)
+    const("one", 1.0)
+    const("micro", 1e-6)
+    const("zero", 0.0)
+
+    n = helper.make_node
+    space_in = "features" if any(f.startswith("emb_") for f in model.feature_names) else "scaled"
+    nodes = [
+        n("Sub", [INPUT_NAME, "mean"], ["centred"]),
+        n("Div", ["centred", "scale"], ["scaled"]),
+        n("MatMul", ["scaled", "w_lr"], ["lr_mm"]),
+        n("Add", ["lr_mm", "b_lr"], ["lr_logit"]),
+        n("MatMul", ["scaled", "w_tok"], ["tok_mm"]),
+        n("Add", ["tok_mm", "b_tok"], [OUTPUT_LOG_TOKENS]),
+        n("MatMul", ["scaled", "w_cost"], ["cost_mm"]),
+        n("Add", ["cost_mm", "b_cost"], ["log1p_micros"]),
+        n("Exp", ["log1p_micros"], ["micros_p1"]),
+        n("Sub", ["micros_p1", "one"], ["micros_raw"]),
+        n("Max", ["micros_raw", "zero"], ["micros"]),
+        n("Mul", ["micros", "micro"], [OUTPUT_COST]),
+        n("Gather", [space_in, "knn_cols"], ["knn_raw"], axis=1),
+        n("Mul", ["knn_raw", "knn_raw"], ["knn_sq"]),
+        n("ReduceSum", ["knn_sq", "axis1"], ["knn_ss"], keepdims=1),
+        n("Sqrt", ["knn_ss"], ["knn_norm_raw"]),
+        n("Max", ["knn_norm_raw", "eps"], ["knn_norm"]),
+        n("Div", ["knn_raw", "knn_norm"], ["knn_q"]),
+        n("Cast", ["knn_ref_t"], ["knn_ref_f32"], to=TensorProto.FLOAT),
+        n("MatMul", ["knn_q", "knn_ref_f32"], ["knn_sim"]),
+        n("TopK", ["knn_sim", "knn_k"], ["near_top_v", "near_top_i"], axis=1),
+        n("Gather", ["knn_sums", "near_top_i"], ["near_s_g"], axis=0),
+        n("Gather", ["knn_counts", "near_top_i"], ["near_c_g"], axis=0),
+        n("ReduceSum", ["near_s_g", "axis1"], ["near_s"], keepdims=0),
+        n("ReduceSum", ["near_c_g", "axis1"], ["near_c"], keepdims=0),
+        n("Add", ["near_s", "knn_prior_w"], ["near_num"]),
+        n("Add", ["near_c", "knn_w"], ["near_den"]),
+        n("Div", ["near_num", "near_den"], ["near_p"]),
+        n("Clip", ["near_p", "clip_lo", "clip_hi"], ["near_pc"]),
+        n("Sub", ["one", "near_pc"], ["near_qc"]),
+        n("Log", ["near_pc"], ["near_lp"]),
+        n("Log", ["near_qc"], ["near_lq"]),
+        n("Sub", ["near_lp", "near_lq"], ["near_logit"]),
+        n("TopK", ["knn_sim", "knn_broad_k"], ["broad_top_v", "broad_top_i"], axis=1),
+        n("Gather", ["knn_sums", "broad_top_i"], ["broad_s_g"], axis=0),
+        n("Gather", ["knn_counts", "broad_top_i"], ["broad_c_g"], axis=0),
+        n("ReduceSum", ["broad_s_g", "axis1"], ["broad_s"], keepdims=0),
+        n("ReduceSum", ["broad_c_g", "axis1"], ["broad_c"], keepdims=0),
+        n("Add", ["broad_s", "knn_prior_w"], ["broad_num"]),
+        n("Add", ["broad_c", "knn_w"], ["broad_den"]),
+        n("Div", ["broad_num", "broad_den"], ["broad_p"]),
+        n("Clip", ["broad_p", "clip_lo", "clip_hi"], ["broad_pc"]),
+        n("Sub", ["one", "broad_pc"], ["broad_qc"]),
+        n("Log", ["broad_pc"], ["broad_lp"]),
+        n("Log", ["broad_qc"], ["broad_lq"]),
+        n("Sub", ["broad_lp", "broad_lq"], ["broad_logit"]),
+        n("MatMul", ["scaled", "mlp_w1"], ["mlp_mm1"]),
+        n("Add", ["mlp_mm1", "mlp_b1"], ["mlp_pre"]),
+        n("Relu", ["mlp_pre"], ["mlp_h"]),
+        n("MatMul", ["mlp_h", "mlp_w2"], ["mlp_mm2"]),
+        n("Add", ["mlp_mm2", "mlp_b2"], ["mlp_logit"]),
+        n("Concat", ["lr_logit", "near_logit", "broad_logit", "mlp_logit"], ["stack_in"], axis=1),
+        n("MatMul", ["stack_in", "w_stack"], ["stack_mm"]),
+        n("Add", ["stack_mm", "b_stack"], ["stack_logit"]),
+        n("Sigmoid", ["stack_logit"], [OUTPUT_P]),
     ]
-    p_cols: list[str] = []
-    t_cols: list[str] = []
-    for j, arm in enumerate(model.arms):
-        am = model.per_arm[arm]
-        c_nodes, c_inits, c_out = _splice(
-            _convert(am.classifier, n_features, zipmap=False), f"arm{j}_clf_", scaled
-        )
-        r_nodes, r_inits, r_out = _splice(
-            _convert(am.regressor, n_features), f"arm{j}_reg_", scaled
-        )
-        nodes += c_nodes + r_nodes
-        inits += c_inits + r_inits
-        p_col = f"arm{j}_p"
-        nodes.append(
-            helper.make_node(
-                "Slice",
-                [c_out["probabilities"], "col1_start", "col1_end", "col_axis"],
-                [p_col],
-                name=f"arm{j}_take_p1",
-            )
-        )
-        p_cols.append(p_col)
-        t_col = f"arm{j}_log_tokens"
-        nodes.append(
-            helper.make_node(
-                "Reshape", [r_out["variable"], "col_shape"], [t_col], name=f"arm{j}_col"
-            )
-        )
-        t_cols.append(t_col)
-    inits.append(numpy_helper.from_array(np.asarray([-1, 1], np.int64), "col_shape"))
-    nodes.append(helper.make_node("Concat", p_cols, [OUTPUT_P], axis=1, name="concat_p"))
-    nodes.append(helper.make_node("Concat", t_cols, [OUTPUT_LOG_TOKENS], axis=1, name="concat_t"))
-
+    const("axis1", np.asarray([1], np.int64), np.int64)
     graph = helper.make_graph(
         nodes,
         "ttc_router_predictor",
@@ -127,14 +184,15 @@ def to_onnx(model: TrainedModel) -> Any:
         [
             helper.make_tensor_value_info(OUTPUT_P, TensorProto.FLOAT, ["N", n_arms]),
             helper.make_tensor_value_info(OUTPUT_LOG_TOKENS, TensorProto.FLOAT, ["N", n_arms]),
+            helper.make_tensor_value_info(OUTPUT_COST, TensorProto.FLOAT, ["N", n_arms]),
         ],
         initializer=inits,
     )
     proto = helper.make_model(
         graph,
-        opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid("ai.onnx.ml", ML_OPSET)],
+        opset_imports=[helper.make_opsetid("", OPSET)],
         producer_name="ttc-router",
-        doc_string="Per-arm p_success and log output tokens per sample (metadata arm order).",
+        doc_string="Per-arm p_success, log output tokens per sample and cost per call.",
     )
     proto.ir_version = 8
     onnx.checker.check_model(proto, full_check=True)
@@ -143,12 +201,15 @@ def to_onnx(model: TrainedModel) -> Any:
 
 def feature_set_info(model: TrainedModel) -> dict[str, Any]:
     """How the input columns are made; the standard set is named, anything else listed."""
+    from classifier.long_prompts import METHOD
+
     if model.feature_names == feats.feature_names():
         return {
             "name": feats.FEATURE_SET_NAME,
             "version": feats.FEATURE_SET_VERSION,
             "embedding_model": feats.EMBEDDING_MODEL_ID,
             "embedding_dim": feats.EMBEDDING_DIM,
+            "long_prompts": METHOD,
             "text_features": list(feats.TEXT_FEATURE_NAMES),
             "token_counter": feats.TOKEN_COUNTER,
             "n_features": len(model.feature_names),
@@ -172,6 +233,7 @@ def build_metadata(
     """The ``metadata.json`` document for an exported model."""
     when = (created or datetime.now(UTC)).astimezone(UTC)
     digest = hashlib.sha256(onnx_bytes).hexdigest()
+    arms = model.arms
     return {
         "format": SUPPORTED_FORMAT,
         "version": f"{version_prefix}-{when:%Y%m%d}-{digest[:8]}",
@@ -182,26 +244,35 @@ def build_metadata(
         "outputs": {
             OUTPUT_P: {
                 "dtype": "float32",
-                "shape": ["N", len(model.arms)],
+                "shape": ["N", len(arms)],
                 "meaning": "predicted expected score (probability of success) per arm",
             },
             OUTPUT_LOG_TOKENS: {
                 "dtype": "float32",
-                "shape": ["N", len(model.arms)],
+                "shape": ["N", len(arms)],
                 "meaning": "natural log of the expected output tokens per sample per arm",
             },
+            OUTPUT_COST: {
+                "dtype": "float32",
+                "shape": ["N", len(arms)],
+                "meaning": "predicted cost in USD of one call of the arm (all samples)",
+            },
         },
-        "arms": list(model.arms),
-        "samples_per_call": {a: model.per_arm[a].samples for a in model.arms},
+        "arms": list(arms),
+        "samples_per_call": {a: model.per_arm[a].samples for a in arms},
+        "tokens_observed": {a: model.per_arm[a].tokens_observed for a in arms},
         "feature_set": feature_set_info(model),
         "tokens_hi_quantile": TOKENS_HI_QUANTILE,
-        "tokens_hi_log_offset": {a: model.per_arm[a].tokens_hi_log_offset for a in model.arms},
+        "tokens_hi_log_offset": {a: model.per_arm[a].tokens_hi_log_offset for a in arms},
         "prices_used": model.prices,
         "training": {
             "seed": model.seed,
             "test_fraction": model.test_fraction,
-            "logistic_c": {a: model.per_arm[a].c for a in model.arms},
-            "ridge_alpha": {a: model.per_arm[a].alpha for a in model.arms},
+            "refit_on_all": model.refit,
+            "logistic_c": {a: model.per_arm[a].c for a in arms},
+            "knn_k": model.knn.k,
+            "token_ridge_alpha": {a: model.per_arm[a].alpha for a in arms},
+            "cost_ridge_alpha": {a: model.per_arm[a].cost_alpha for a in arms},
             "counts": model.counts,
         },
         "training_data": dict(training_data or {}),
@@ -236,6 +307,7 @@ __all__ = [
     "INPUT_NAME",
     "METADATA_FILE",
     "MODEL_FILE",
+    "OUTPUT_COST",
     "OUTPUT_LOG_TOKENS",
     "OUTPUT_P",
     "build_metadata",

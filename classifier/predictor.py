@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,8 @@ METADATA_FILE = "metadata.json"
 INPUT_NAME = "features"
 OUTPUT_P = "p_success"
 OUTPUT_LOG_TOKENS = "log_tokens"
-SUPPORTED_FORMAT = 1
+OUTPUT_COST = "cost_usd"
+SUPPORTED_FORMAT = 2
 _MAX_LOG_TOKENS = 20.0
 
 
@@ -92,6 +94,17 @@ def _check_metadata(model_dir: Path, meta: Mapping[str, Any]) -> None:
                 f"model was trained on feature set {key}={fs.get(key)!r}, this code computes "
                 f"{want!r}; retrain the model or use a matching release",
             )
+
+
+@dataclass(frozen=True)
+class PredictionTable:
+    """Predictions of many prompts: p_success, output tokens per sample (expected and
+    high estimate) and cost per call in USD, each (N, A)."""
+
+    p_success: NDArray[np.float64]
+    tokens: NDArray[np.float64]
+    tokens_hi: NDArray[np.float64]
+    cost_usd: NDArray[np.float64]
 
 
 class OnnxPredictor:
@@ -191,6 +204,40 @@ class OnnxPredictor:
         p, log_t = self._run(x)
         return [self._prediction(p[i], log_t[i]) for i in range(len(prompts))]
 
+    def predict_table(
+        self,
+        embeddings: NDArray[np.float32],
+        prompts: Sequence[str],
+        *,
+        n_tokens: Sequence[int] | None = None,
+    ) -> PredictionTable:
+        """All outputs for many prompts as arrays (N, A), columns in :attr:`arms` order."""
+        emb = np.asarray(embeddings, dtype=np.float32)
+        if emb.ndim != 2 or emb.shape[0] != len(prompts):
+            raise InvalidRequest(
+                f"embeddings of shape {emb.shape} do not match {len(prompts)} prompts"
+            )
+        n_arms = len(self._arms)
+        if not prompts:
+            empty = np.zeros((0, n_arms))
+            return PredictionTable(empty, empty, empty, empty)
+        self._check_dim(emb)
+        counts = list(n_tokens) if n_tokens is not None else self._counter.count_batch(prompts)
+        x = feats.assemble(emb, feats.text_features_batch(prompts, counts))
+        try:
+            p, log_t, cost = self._session.run(
+                [OUTPUT_P, OUTPUT_LOG_TOKENS, OUTPUT_COST], {INPUT_NAME: x}
+            )
+        except Exception as exc:
+            raise ModelError(f"predictor model {self.version} failed to run: {exc}") from exc
+        p64 = np.clip(np.nan_to_num(np.asarray(p, np.float64), nan=0.0), 0.0, 1.0)
+        lt = np.minimum(np.nan_to_num(np.asarray(log_t, np.float64), nan=0.0), _MAX_LOG_TOKENS)
+        off = np.asarray(self._offsets, np.float64)
+        tokens = np.maximum(np.exp(lt), 1.0)
+        hi = np.maximum(np.exp(np.minimum(lt + off, _MAX_LOG_TOKENS)), tokens)
+        c = np.maximum(np.nan_to_num(np.asarray(cost, np.float64), nan=0.0), 0.0)
+        return PredictionTable(p64, tokens, hi, c)
+
     def _check_dim(self, emb: NDArray[np.float32]) -> None:
         if emb.shape[1] != self._dim:
             raise InvalidRequest(
@@ -237,9 +284,9 @@ def _check_signature(model_dir: Path, session: Any, n_features: int, n_arms: int
         raise _fail(
             model_dir, f"graph input must be '{INPUT_NAME}' [N, {n_features}], got {inputs}"
         )
-    for name in (OUTPUT_P, OUTPUT_LOG_TOKENS):
+    for name in (OUTPUT_P, OUTPUT_LOG_TOKENS, OUTPUT_COST):
         if name not in outputs or outputs[name][-1] != n_arms:
             raise _fail(model_dir, f"graph output '{name}' must be [N, {n_arms}], got {outputs}")
 
 
-__all__ = ["OnnxPredictor", "default_model_dir"]
+__all__ = ["OnnxPredictor", "PredictionTable", "default_model_dir"]

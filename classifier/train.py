@@ -1,19 +1,31 @@
-"""Train the per-arm success and output-token models from outcome records.
+"""Train the predictor from outcome records: success, output tokens and cost per arm.
 
-Per arm, on standardised features (one shared ``StandardScaler``):
+Success is a stack of four learners, each tuned by cross-validation (folds by prompt, or
+exact leave-one-out) inside :func:`train`, never on the held-apart prompts:
 
-* ``p_success``: ``LogisticRegression`` with C chosen by 5-fold cross-validation (folds
-  by prompt, weighted log loss). A graded score s in [0, 1] becomes two weighted rows,
-  (label 1, weight s) and (label 0, weight 1 - s), so the model estimates the expected
-  score; logged records with a ``propensity`` are weighted by 1 / propensity (floored at
-  0.01) on top.
-* output tokens per sample (``output_tokens`` / k for ``vote@k``/``best@k``): ``Ridge``
-  on log tokens, alpha chosen by the same folds; the high estimate adds the 90th
-  percentile of out-of-fold residuals (``tokens_hi_log_offset``).
+* ``linear``: ridge regression of the (weighted mean) score on standardised features
+  (embedding plus text features), penalty by leave-one-out error (``classifier.ridge``);
+* ``knn`` / ``broad``: cosine nearest neighbours on the prompt embeddings, predicting
+  every arm at once from the neighbours' observed scores (smoothed towards the arm's
+  mean with ``PRIOR_WEIGHT`` pseudo-observations); k from ``K_GRID`` by out-of-fold log
+  loss, plus a broad neighbourhood of ``BROAD_K`` that captures the task level;
+* ``network``: one hidden layer, one output per arm, trained on every observed
+  (prompt, arm) cell (``classifier.mlp_head``), epochs by out-of-fold log loss;
+* ``stack``: a logistic regression on the learners' out-of-fold logits that both
+  combines and calibrates them; its form (shared or per-arm weights, with or without the
+  other arms' logits) is chosen by cross-validated log loss.
 
-A seeded split by prompt holds a test share apart; the returned model is fitted on the
-rest, and its metrics (``classifier.metrics``) are computed on the held-out prompts.
-Everything is deterministic for a given seed.
+Graded scores in [0, 1] are used as they are (fractional targets); logged records with a
+``propensity`` are weighted by 1 / propensity (floored at 0.01). Output tokens per sample
+(``output_tokens`` / k for ``vote@k``/``best@k``): ridge on log tokens, the high estimate
+adds the 90th percentile of leave-one-out residuals; arms without token counts get a
+constant ``DEFAULT_TOKENS`` and are marked as not observed. Cost per call: ridge on
+``log1p(cost in micro-dollars)``, so real per-query costs are predicted directly.
+
+``test_fraction`` of the prompts (seeded, by prompt) is held apart to measure the
+metrics stored with the model; with ``refit`` the shipped model is then fitted again on
+all prompts, its hyper-parameters chosen again by the same procedure. Deterministic for
+a given seed.
 """
 
 from __future__ import annotations
@@ -29,17 +41,27 @@ import numpy as np
 from numpy.typing import NDArray
 
 from classifier import metrics as M
+from classifier.mlp_head import MlpHead, fit_mlp
 from classifier.outcomes_io import OutcomeRecord
+from classifier.ridge import Linear, ridge_loo
 from router.core.types import Arm, Price
 from router.errors import InvalidRequest
 
 Featurize = Callable[[Sequence[str]], NDArray[np.float32]]
+Progress = Callable[[str, float], None]
+F64 = NDArray[np.float64]
 
-C_GRID: tuple[float, ...] = (0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3)
-ALPHA_GRID: tuple[float, ...] = (1.0, 10.0, 100.0, 1000.0, 10000.0)
+ALPHA_GRID: tuple[float, ...] = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0, 1e4, 3e4, 1e5)
+K_GRID: tuple[int, ...] = (10, 20, 40, 80)
+BROAD_K = 200
+STACK_C = 1.0
+PRIOR_WEIGHT = 2.0
 N_FOLDS = 5
 TOKENS_HI_QUANTILE = 0.9
 MIN_PROPENSITY = 0.01
+DEFAULT_TOKENS = 256.0
+MAX_KNN_REFERENCE = 12000
+LOGIT_CLIP = 1e-4
 _K_RE = re.compile(r"^(?:vote|best)@(\d+)$")
 
 
@@ -49,17 +71,177 @@ def samples_per_call(arm: str) -> int:
     return int(m.group(1)) if m else 1
 
 
+def logit(p: F64) -> F64:
+    q = np.clip(p, LOGIT_CLIP, 1.0 - LOGIT_CLIP)
+    out: F64 = np.log(q) - np.log1p(-q)
+    return out
+
+
+def sigmoid(z: F64) -> F64:
+    out: F64 = 1.0 / (1.0 + np.exp(-z))
+    return out
+
+
+@dataclass
+class KnnModel:
+    """Cosine kNN over unit reference rows; per-arm score sums and counts of each row.
+
+    Reference rows are rounded to float16 (the precision they are stored with in ONNX).
+    """
+
+    reference: NDArray[np.float32]
+    sums: NDArray[np.float32]
+    counts: NDArray[np.float32]
+    prior: NDArray[np.float32]
+    k: int
+    broad_k: int
+    columns: list[int]
+    on_scaled: bool
+
+    def predict(self, x: NDArray[np.float32]) -> tuple[F64, F64]:
+        """Smoothed mean scores of the k and of the ``broad_k`` nearest rows, each (N, A)."""
+        q = unit_rows(np.asarray(x, np.float32)[:, self.columns])
+        n_ref = self.reference.shape[0]
+        k, kb = min(self.k, n_ref), min(self.broad_k, n_ref)
+        near = np.zeros((q.shape[0], self.sums.shape[1]))
+        broad = np.zeros_like(near)
+        for start in range(0, q.shape[0], 1024):
+            sim = q[start : start + 1024] @ self.reference.T
+            for kk, out in ((k, near), (kb, broad)):
+                idx = np.argpartition(-sim, kk - 1, axis=1)[:, :kk]
+                s = self.sums[idx].sum(axis=1, dtype=np.float64)
+                c = self.counts[idx].sum(axis=1, dtype=np.float64)
+                out[start : start + 1024] = (s + PRIOR_WEIGHT * self.prior) / (c + PRIOR_WEIGHT)
+        return near, broad
+
+
+def unit_rows(x: NDArray[np.float32]) -> NDArray[np.float32]:
+    norm = np.sqrt(np.sum(x.astype(np.float32) ** 2, axis=1, keepdims=True))
+    return np.asarray(x / np.maximum(norm, 1e-12), dtype=np.float32)
+
+
+@dataclass
+class Stack:
+    """``sigmoid(inputs @ weights + bias)``: inputs (N, L*A) are L learners' logits per
+    arm, ``weights`` is (L*A, A); ``kind`` says which form CV chose (see _fit_stack)."""
+
+    weights: F64
+    bias: F64
+    kind: str
+    cv_log_loss: dict[str, float]
+
+
+STACK_KINDS = ("pooled", "per_arm", "per_arm_cross")
+
+
+def _stack_design(
+    stack_in: F64, arm_rows: Sequence[_ArmRows], kind: str, j: int
+) -> tuple[F64, NDArray[np.int64], F64, NDArray[np.bool_]]:
+    """Inputs, labels, weights and kept-row mask of arm ``j``'s rows for a stack kind."""
+    n_arms = len(arm_rows)
+    n_learners = stack_in.shape[1] // n_arms
+    ar = arm_rows[j]
+    if kind == "per_arm_cross":
+        feats = stack_in[ar.rows]
+    else:
+        feats = stack_in[ar.rows][:, [m * n_arms + j for m in range(n_learners)]]
+    ok = ~np.isnan(feats).any(axis=1)
+    if kind == "pooled":
+        onehot = np.zeros((int(ok.sum()), n_arms))
+        onehot[:, j] = 1.0
+        return np.concatenate([feats[ok], onehot], axis=1), ar.y[ok], ar.w[ok], ok
+    return feats[ok], ar.y[ok], ar.w[ok], ok
+
+
+def _stack_fits(
+    stack_in: F64, arm_rows: Sequence[_ArmRows], kind: str, keep: NDArray[np.bool_] | None
+) -> list[Any]:
+    """Fitted logistic model(s) of a stack kind on prompt rows where ``keep`` (or all)."""
+    from sklearn.linear_model import LogisticRegression
+
+    def fit(x: F64, y: NDArray[np.int64], w: F64, intercept: bool) -> Any:
+        return LogisticRegression(C=STACK_C, fit_intercept=intercept, max_iter=5000, tol=1e-8).fit(
+            x, y, sample_weight=w
+        )
+
+    parts = []
+    for j, ar in enumerate(arm_rows):
+        x, y, w, ok = _stack_design(stack_in, arm_rows, kind, j)
+        sel = np.ones(len(y), bool) if keep is None else keep[ar.rows[ok]]
+        parts.append((x[sel], y[sel], w[sel]))
+    if kind == "pooled":
+        return [
+            fit(
+                np.concatenate([p[0] for p in parts]),
+                np.concatenate([p[1] for p in parts]),
+                np.concatenate([p[2] for p in parts]),
+                False,
+            )
+        ]
+    return [fit(x, y, w, True) for x, y, w in parts]
+
+
+def _stack_logits(
+    fits: Sequence[Any], stack_in: F64, arm_rows: Sequence[_ArmRows], kind: str, j: int
+) -> tuple[F64, NDArray[np.int64], F64, NDArray[np.int64]]:
+    x, y, w, ok = _stack_design(stack_in, arm_rows, kind, j)
+    clf = fits[0] if kind == "pooled" else fits[j]
+    return clf.decision_function(x), y, w, arm_rows[j].rows[ok]
+
+
+def _fit_stack(stack_in: F64, arm_rows: Sequence[_ArmRows], folds: NDArray[np.int64]) -> Stack:
+    """The stacking logistic regression; its form is chosen by CV log loss among
+    ``pooled`` (one weight per learner shared by all arms, an intercept per arm),
+    ``per_arm`` (per arm, its own learners' logits) and ``per_arm_cross`` (per arm,
+    every arm's logits)."""
+    n_arms = len(arm_rows)
+    n_learners = stack_in.shape[1] // n_arms
+    losses: dict[str, float] = {}
+    for kind in STACK_KINDS:
+        total, weight = 0.0, 0.0
+        for f in range(N_FOLDS):
+            fits = _stack_fits(stack_in, arm_rows, kind, folds != f)
+            for j in range(n_arms):
+                lg, y, w, rows = _stack_logits(fits, stack_in, arm_rows, kind, j)
+                te = folds[rows] == f
+                ll = np.logaddexp(0.0, lg[te]) - y[te] * lg[te]
+                total += float(np.sum(w[te] * ll))
+                weight += float(np.sum(w[te]))
+        losses[kind] = total / max(weight, 1e-12)
+    kind = min(STACK_KINDS, key=lambda k: losses[k])
+    fits = _stack_fits(stack_in, arm_rows, kind, None)
+    weights = np.zeros((n_learners * n_arms, n_arms))
+    bias = np.zeros(n_arms)
+    for j in range(n_arms):
+        if kind == "pooled":
+            coef = fits[0].coef_.reshape(-1)
+            for m in range(n_learners):
+                weights[m * n_arms + j, j] = coef[m]
+            bias[j] = coef[n_learners + j]
+        elif kind == "per_arm":
+            for m in range(n_learners):
+                weights[m * n_arms + j, j] = fits[j].coef_.reshape(-1)[m]
+            bias[j] = float(fits[j].intercept_[0])
+        else:
+            weights[:, j] = fits[j].coef_.reshape(-1)
+            bias[j] = float(fits[j].intercept_[0])
+    return Stack(weights, bias, kind, losses)
+
+
 @dataclass
 class ArmModel:
-    """The fitted models of one arm (both act on standardised features)."""
+    """The fitted models of one arm (all act on standardised features)."""
 
     arm: str
     classifier: Any
-    regressor: Any
+    regressor: Any | None
+    cost_regressor: Any
     c: float
     alpha: float
+    cost_alpha: float
     tokens_hi_log_offset: float
     samples: int
+    tokens_observed: bool
 
 
 @dataclass
@@ -70,30 +252,61 @@ class TrainedModel:
     feature_names: tuple[str, ...]
     scaler: Any
     per_arm: dict[str, ArmModel]
+    knn: KnnModel
+    mlp: MlpHead
+    stack: Stack
     seed: int
     test_fraction: float = 0.2
+    refit: bool = True
     metrics: dict[str, Any] = field(default_factory=dict)
     counts: dict[str, Any] = field(default_factory=dict)
     prices: dict[str, dict[str, float]] = field(default_factory=dict)
 
-    def predict_arrays(
-        self, x: NDArray[np.float32]
-    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-        """(p_success, log tokens per sample), each (N, A), computed with scikit-learn."""
+    def base_logits(self, x: NDArray[np.float32]) -> F64:
+        """The stack's inputs: linear scores, near and broad kNN logits, network logits
+        (N, 4A)."""
         z = self.scaler.transform(np.asarray(x, dtype=np.float32))
-        p = np.column_stack([self.per_arm[a].classifier.predict_proba(z)[:, 1] for a in self.arms])
-        t = np.column_stack([self.per_arm[a].regressor.predict(z) for a in self.arms])
-        return p.astype(np.float64), t.astype(np.float64)
+        lr = np.column_stack([self.per_arm[a].classifier.predict(z) for a in self.arms]).astype(
+            np.float64
+        )
+        near, broad = self.knn.predict(z.astype(np.float32) if self.knn.on_scaled else x)
+        return np.concatenate([lr, logit(near), logit(broad), self.mlp.logits(z)], axis=1)
+
+    def predict_all(self, x: NDArray[np.float32]) -> tuple[F64, F64, F64]:
+        """(p_success, log tokens per sample, cost USD per call), each (N, A)."""
+        x = np.asarray(x, dtype=np.float32)
+        s = self.base_logits(x)
+        p = sigmoid(s @ self.stack.weights + self.stack.bias)
+        z = self.scaler.transform(x)
+        t = np.column_stack([self._tokens(a, z) for a in self.arms]).astype(np.float64)
+        c = np.column_stack([self.per_arm[a].cost_regressor.predict(z) for a in self.arms]).astype(
+            np.float64
+        )
+        return p, t, np.maximum(np.expm1(c), 0.0) / 1e6
+
+    def predict_arrays(self, x: NDArray[np.float32]) -> tuple[F64, F64]:
+        """(p_success, log tokens per sample), each (N, A), computed with scikit-learn."""
+        p, t, _ = self.predict_all(x)
+        return p, t
+
+    def _tokens(self, arm: str, z: F64) -> F64:
+        reg = self.per_arm[arm].regressor
+        if reg is None:
+            return np.full(z.shape[0], math.log(DEFAULT_TOKENS))
+        out: F64 = np.asarray(reg.predict(z), np.float64)
+        return out
 
 
 @dataclass
-class _PromptTable:
+class _Table:
+    """Prompts and per-(prompt, arm) aggregates of a record set."""
+
     ids: list[str]
     texts: list[str]
     index: dict[str, int]
 
 
-def _prompts(records: Sequence[OutcomeRecord]) -> _PromptTable:
+def _prompts(records: Sequence[OutcomeRecord]) -> _Table:
     ids: list[str] = []
     texts: list[str] = []
     index: dict[str, int] = {}
@@ -102,7 +315,7 @@ def _prompts(records: Sequence[OutcomeRecord]) -> _PromptTable:
             index[r.prompt_id] = len(ids)
             ids.append(r.prompt_id)
             texts.append(r.prompt)
-    return _PromptTable(ids, texts, index)
+    return _Table(ids, texts, index)
 
 
 def split_prompts(prompt_ids: Sequence[str], seed: int, test_fraction: float) -> set[str]:
@@ -126,9 +339,16 @@ def _weight(r: OutcomeRecord) -> float:
     return 1.0 if r.propensity is None else 1.0 / max(r.propensity, MIN_PROPENSITY)
 
 
-def _classification_rows(
-    recs: Sequence[OutcomeRecord], index: Mapping[str, int]
-) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float64]]:
+@dataclass
+class _ArmRows:
+    """Weighted classification rows of one arm: prompt row, label, weight."""
+
+    rows: NDArray[np.int64]
+    y: NDArray[np.int64]
+    w: F64
+
+
+def _classification_rows(recs: Sequence[OutcomeRecord], index: Mapping[str, int]) -> _ArmRows:
     rows: list[int] = []
     labels: list[int] = []
     weights: list[float] = []
@@ -139,88 +359,263 @@ def _classification_rows(
                 rows.append(index[r.prompt_id])
                 labels.append(label)
                 weights.append(base * w)
-    return np.asarray(rows, np.int64), np.asarray(labels, np.int64), np.asarray(weights, np.float64)
+    return _ArmRows(
+        np.asarray(rows, np.int64), np.asarray(labels, np.int64), np.asarray(weights, np.float64)
+    )
 
 
-def _log_loss(p: NDArray[np.float64], y: NDArray[np.int64], w: NDArray[np.float64]) -> float:
-    q = np.clip(p, 1e-12, 1 - 1e-12)
-    ll = -(y * np.log(q) + (1 - y) * np.log(1 - q))
-    return float(np.sum(w * ll) / np.sum(w))
+def _per_prompt(
+    recs: Sequence[OutcomeRecord], index: Mapping[str, int], value: Callable[[OutcomeRecord], float]
+) -> tuple[NDArray[np.int64], F64, F64]:
+    """(prompt rows, weighted mean of ``value``, total weight) over an arm's records."""
+    num: dict[int, float] = defaultdict(float)
+    den: dict[int, float] = defaultdict(float)
+    for r in recs:
+        i, w = index[r.prompt_id], _weight(r)
+        num[i] += w * value(r)
+        den[i] += w
+    rows = np.asarray(sorted(num), np.int64)
+    wsum = np.asarray([den[i] for i in rows.tolist()])
+    return rows, np.asarray([num[i] for i in rows.tolist()]) / wsum, wsum
 
 
-def _fit_classifier(
-    z: NDArray[np.float64],
-    rows: NDArray[np.int64],
-    y: NDArray[np.int64],
-    w: NDArray[np.float64],
+def _log_tokens_per_sample(k: int) -> Callable[[OutcomeRecord], float]:
+    return lambda r: math.log(max((r.output_tokens or 0) / k, 1.0))
+
+
+def _ridge_heads(
+    z: F64,
+    targets: Mapping[str, tuple[NDArray[np.int64], F64, F64]],
+    alphas: Sequence[float],
+) -> dict[str, tuple[Linear, F64]]:
+    """Per arm: ridge on its rows with LOO-chosen alpha, and the LOO predictions.
+
+    Arms with the same rows and weights share one decomposition."""
+    groups: dict[bytes, list[str]] = defaultdict(list)
+    for a, (rows, _, w) in targets.items():
+        groups[rows.tobytes() + b"|" + w.tobytes()].append(a)
+    out: dict[str, tuple[Linear, F64]] = {}
+    for names in groups.values():
+        rows, _, w = targets[names[0]]
+        y = np.column_stack([targets[a][1] for a in names])
+        fit = ridge_loo(z[rows], y, w, alphas)
+        for t, a in enumerate(names):
+            out[a] = (fit.models[t], fit.loo[:, t])
+    return out
+
+
+def _score_tables(
+    recs: Sequence[OutcomeRecord], index: Mapping[str, int], arms: Sequence[str], n: int
+) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    """Weighted score sums and weights per (prompt row, arm)."""
+    col = {a: j for j, a in enumerate(arms)}
+    sums = np.zeros((n, len(arms)), np.float32)
+    counts = np.zeros((n, len(arms)), np.float32)
+    for r in recs:
+        w = _weight(r)
+        sums[index[r.prompt_id], col[r.arm]] += w * r.score
+        counts[index[r.prompt_id], col[r.arm]] += w
+    return sums, counts
+
+
+def _knn_columns(names: Sequence[str]) -> list[int]:
+    emb = [i for i, n in enumerate(names) if n.startswith("emb_")]
+    return emb or list(range(len(names)))
+
+
+def _knn_space(x: NDArray[np.float32], scaler: Any, names: Sequence[str]) -> NDArray[np.float32]:
+    """Rows the kNN compares: the embedding columns, or all standardised features."""
+    cols = _knn_columns(names)
+    if any(n.startswith("emb_") for n in names):
+        return unit_rows(np.asarray(x, np.float32)[:, cols])
+    return unit_rows(np.asarray(scaler.transform(x), np.float32))
+
+
+def _knn_oof(
+    space: NDArray[np.float32],
+    sums: NDArray[np.float32],
+    counts: NDArray[np.float32],
+    prior: NDArray[np.float32],
+    train_rows: NDArray[np.int64],
     folds: NDArray[np.int64],
-    arm: str,
-) -> tuple[Any, float]:
-    from sklearn.linear_model import LogisticRegression
-
-    if len(np.unique(y)) < 2:
-        raise InvalidRequest(f"arm {arm!r}: training data has only successes or only failures")
-
-    def make(c: float) -> Any:
-        return LogisticRegression(C=c, max_iter=5000, tol=1e-6)
-
-    fold_of = folds[rows]
-    best_c, best_loss = C_GRID[0], math.inf
-    for c in C_GRID:
-        losses, sizes = [], []
-        for k in range(N_FOLDS):
-            tr, te = fold_of != k, fold_of == k
-            if not te.any() or len(np.unique(y[tr])) < 2:
-                continue
-            clf = make(c).fit(z[rows[tr]], y[tr], sample_weight=w[tr])
-            losses.append(_log_loss(clf.predict_proba(z[rows[te]])[:, 1], y[te], w[te]))
-            sizes.append(float(w[te].sum()))
-        loss = float(np.average(losses, weights=sizes)) if losses else math.inf
-        if loss < best_loss - 1e-12:
-            best_c, best_loss = c, loss
-    return make(best_c).fit(z[rows], y, sample_weight=w), best_c
-
-
-def _fit_regressor(
-    z: NDArray[np.float64],
-    rows: NDArray[np.int64],
-    t: NDArray[np.float64],
-    w: NDArray[np.float64],
-    folds: NDArray[np.int64],
-) -> tuple[Any, float, float]:
-    from sklearn.linear_model import Ridge
-
-    fold_of = folds[rows]
-    best_alpha, best_mse = ALPHA_GRID[0], math.inf
-    best_oof = np.zeros_like(t)
-    for alpha in ALPHA_GRID:
-        oof = np.full_like(t, np.nan)
-        for k in range(N_FOLDS):
-            tr, te = fold_of != k, fold_of == k
-            if not te.any() or not tr.any():
-                continue
-            reg = Ridge(alpha=alpha).fit(z[rows[tr]], t[tr], sample_weight=w[tr])
-            oof[te] = reg.predict(z[rows[te]])
-        ok = ~np.isnan(oof)
-        mse = float(np.average((oof[ok] - t[ok]) ** 2, weights=w[ok])) if ok.any() else math.inf
-        if mse < best_mse - 1e-12:
-            best_alpha, best_mse, best_oof = alpha, mse, oof
-    reg = Ridge(alpha=best_alpha).fit(z[rows], t, sample_weight=w)
-    resid = (t - best_oof)[~np.isnan(best_oof)]
-    offset = float(np.quantile(resid, TOKENS_HI_QUANTILE)) if resid.size else 0.0
-    return reg, best_alpha, max(offset, 0.0)
+    ks: Sequence[int],
+) -> dict[int, F64]:
+    """Out-of-fold kNN predictions (rows of ``train_rows``) for every k at once."""
+    kmax = max(ks)
+    out = {k: np.full((len(train_rows), sums.shape[1]), np.nan) for k in ks}
+    fold_of = folds[train_rows]
+    for f in range(N_FOLDS):
+        te = np.flatnonzero(fold_of == f)
+        tr = train_rows[fold_of != f]
+        if te.size == 0 or tr.size == 0:
+            continue
+        ref = space[tr]
+        kk = min(kmax, tr.size)
+        for start in range(0, te.size, 1024):
+            part = te[start : start + 1024]
+            sim = space[train_rows[part]] @ ref.T
+            top = np.argpartition(-sim, kk - 1, axis=1)[:, :kk]
+            order = np.argsort(-np.take_along_axis(sim, top, axis=1), axis=1, kind="stable")
+            top = tr[np.take_along_axis(top, order, axis=1)]
+            cs = np.cumsum(sums[top], axis=1, dtype=np.float64)
+            cc = np.cumsum(counts[top], axis=1, dtype=np.float64)
+            for k in ks:
+                j = min(k, kk) - 1
+                out[k][part] = (cs[:, j] + PRIOR_WEIGHT * prior) / (cc[:, j] + PRIOR_WEIGHT)
+    return out
 
 
-def _token_rows(
-    recs: Sequence[OutcomeRecord], index: Mapping[str, int], k: int, arm: str
-) -> tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.float64]]:
-    with_tokens = [r for r in recs if r.output_tokens is not None]
-    if not with_tokens:
-        raise InvalidRequest(f"arm {arm!r}: no training record carries output_tokens")
-    rows = np.asarray([index[r.prompt_id] for r in with_tokens], np.int64)
-    t = np.log(np.maximum([(r.output_tokens or 0) / k for r in with_tokens], 1.0))
-    w = np.asarray([_weight(r) for r in with_tokens], np.float64)
-    return rows, np.asarray(t, np.float64), w
+def _knn_loss(pred: F64, sums: NDArray[np.float32], counts: NDArray[np.float32]) -> float:
+    """Weighted log loss of predictions against graded score sums and weights."""
+    q = np.clip(pred, 1e-6, 1 - 1e-6)
+    ok = ~np.isnan(q)
+    ll = -(sums * np.log(q) + (counts - sums) * np.log(1 - q))
+    return float(ll[ok].sum() / max(float(counts[ok].sum()), 1e-12))
+
+
+@dataclass
+class _Hyper:
+    """Hyper-parameters chosen by cross-validation."""
+
+    c: dict[str, float] = field(default_factory=dict)
+    alpha: dict[str, float] = field(default_factory=dict)
+    cost_alpha: dict[str, float] = field(default_factory=dict)
+    k: int = K_GRID[0]
+
+
+def _fit(
+    x: NDArray[np.float32],
+    names: tuple[str, ...],
+    table: _Table,
+    recs: Sequence[OutcomeRecord],
+    arms: list[str],
+    seed: int,
+    progress: Progress,
+) -> TrainedModel:
+    """Fit every part on the prompts of ``recs`` (all rows of ``x`` are featurized)."""
+    from sklearn.preprocessing import StandardScaler
+
+    by_arm: dict[str, list[OutcomeRecord]] = defaultdict(list)
+    for r in recs:
+        by_arm[r.arm].append(r)
+    for a in arms:
+        if not by_arm[a]:
+            raise InvalidRequest(f"arm {a!r} has no training records")
+    rows = np.asarray(sorted({table.index[r.prompt_id] for r in recs}), np.int64)
+    scaler = StandardScaler().fit(x[rows])
+    z = scaler.transform(x).astype(np.float64)
+    folds = _folds(table.ids, seed)
+    n, a_n = len(table.ids), len(arms)
+    steps = a_n + 6
+    done = 0
+
+    def step(what: str) -> None:
+        nonlocal done
+        done += 1
+        progress(what, done / steps)
+
+    score_t = {a: _per_prompt(by_arm[a], table.index, lambda r: r.score) for a in arms}
+    for a in arms:
+        y = score_t[a][1]
+        if float(y.max()) - float(y.min()) <= 0:
+            raise InvalidRequest(
+                f"arm {a!r}: every training score is {float(y[0]):g}; nothing to learn"
+            )
+    linear = _ridge_heads(z, score_t, ALPHA_GRID)
+    lin_oof = np.full((n, a_n), np.nan)
+    hyper = _Hyper()
+    for j, a in enumerate(arms):
+        lin_oof[score_t[a][0], j] = linear[a][1]
+        hyper.c[a] = linear[a][0].alpha
+    step("linear success models")
+
+    sums, counts = _score_tables(recs, table.index, arms, n)
+    prior = (sums[rows].sum(axis=0) / np.maximum(counts[rows].sum(axis=0), 1e-12)).astype(
+        np.float32
+    )
+    space = _knn_space(x, scaler, names)
+    oof = _knn_oof(space, sums, counts, prior, rows, folds, (*K_GRID, BROAD_K))
+    losses = {k: _knn_loss(oof[k], sums[rows], counts[rows]) for k in K_GRID}
+    hyper.k = min(K_GRID, key=lambda k: (losses[k], k))
+    ref_rows = rows
+    if rows.size > MAX_KNN_REFERENCE:
+        pick = np.random.default_rng(seed + 2).choice(rows.size, MAX_KNN_REFERENCE, replace=False)
+        ref_rows = rows[np.sort(pick)]
+    knn = KnnModel(
+        reference=space[ref_rows].astype(np.float16).astype(np.float32),
+        sums=sums[ref_rows],
+        counts=counts[ref_rows],
+        prior=prior,
+        k=min(hyper.k, ref_rows.size),
+        broad_k=min(BROAD_K, ref_rows.size),
+        columns=_knn_columns(names),
+        on_scaled=not any(n.startswith("emb_") for n in names),
+    )
+    knn_oof = np.full((n, a_n), np.nan)
+    knn_oof[rows] = oof[hyper.k]
+    broad_oof = np.full((n, a_n), np.nan)
+    broad_oof[rows] = oof[BROAD_K]
+    step("neighbours")
+
+    target = np.where(counts > 0, sums / np.maximum(counts, 1e-12), 0.0)
+    mlp, mlp_rows_oof = fit_mlp(z[rows], target[rows], counts[rows], folds[rows], seed)
+    mlp_oof = np.full((n, a_n), np.nan)
+    mlp_oof[rows] = mlp_rows_oof
+    step("network")
+    stack_in = np.concatenate([lin_oof, logit(knn_oof), logit(broad_oof), mlp_oof], axis=1)
+    tok_t: dict[str, tuple[NDArray[np.int64], F64, F64]] = {}
+    for a in arms:
+        k_samples = samples_per_call(a)
+        with_tok = [r for r in by_arm[a] if r.output_tokens is not None]
+        if with_tok:
+            tok_t[a] = _per_prompt(with_tok, table.index, _log_tokens_per_sample(k_samples))
+    tokens = _ridge_heads(z, tok_t, ALPHA_GRID)
+    step("token models")
+    cost_t = {
+        a: _per_prompt(by_arm[a], table.index, lambda r: math.log1p(r.cost_usd * 1e6)) for a in arms
+    }
+    costs = _ridge_heads(z, cost_t, ALPHA_GRID)
+    step("cost models")
+    stack = _fit_stack(
+        stack_in, [_classification_rows(by_arm[a], table.index) for a in arms], folds
+    )
+    step("stack")
+    per_arm: dict[str, ArmModel] = {}
+    for a in arms:
+        offset = 0.0
+        if a in tokens:
+            resid = tok_t[a][1] - tokens[a][1]
+            offset = max(float(np.quantile(resid, TOKENS_HI_QUANTILE)), 0.0)
+            hyper.alpha[a] = tokens[a][0].alpha
+        hyper.cost_alpha[a] = costs[a][0].alpha
+        per_arm[a] = ArmModel(
+            arm=a,
+            classifier=linear[a][0],
+            regressor=tokens[a][0] if a in tokens else None,
+            cost_regressor=costs[a][0],
+            c=linear[a][0].alpha,
+            alpha=tokens[a][0].alpha if a in tokens else 0.0,
+            cost_alpha=costs[a][0].alpha,
+            tokens_hi_log_offset=offset,
+            samples=samples_per_call(a),
+            tokens_observed=a in tokens,
+        )
+    model = TrainedModel(
+        arms=arms,
+        feature_names=names,
+        scaler=scaler,
+        per_arm=per_arm,
+        knn=knn,
+        mlp=mlp,
+        stack=stack,
+        seed=seed,
+    )
+    step("done")
+    return model
+
+
+def _no_progress(what: str, fraction: float) -> None:
+    return None
 
 
 def train(
@@ -232,32 +627,37 @@ def train(
     feature_names: Sequence[str] | None = None,
     prices: Mapping[str, Price] | None = None,
     test_fraction: float = 0.2,
+    refit: bool = False,
+    progress: Progress | None = None,
 ) -> TrainedModel:
-    """Fit per-arm models on a seeded train split and evaluate them on the held-out prompts.
+    """Fit on a seeded train split, measure on the held-out prompts, optionally refit on all.
 
     ``featurize`` maps prompt texts to predictor input rows (default: the ONNX embedder
-    plus ``classifier.features``); ``prices`` (per tier) turn predicted tokens into the
-    predicted costs the routing metrics sweep over; arms without a price use their mean
-    training cost instead.
+    with :mod:`classifier.long_prompts` plus ``classifier.features``); ``prices`` (per
+    tier) are recorded in the metadata; ``progress(what, fraction)`` is called as
+    training advances.
     """
-    from sklearn.preprocessing import StandardScaler
-
     if not records:
         raise InvalidRequest("no outcome records to train on")
     arm_list = list(arms) if arms is not None else sorted({r.arm for r in records})
     for a in arm_list:
         Arm.parse(a)
+    if len(arm_list) < 1:
+        raise InvalidRequest("no arms to train")
     missing = [a for a in arm_list if not any(r.arm == a for r in records)]
     if missing:
         raise InvalidRequest(f"no outcome records for arm(s) {missing}")
     if not 0.0 <= test_fraction < 1.0:
         raise InvalidRequest("test_fraction must be in [0, 1)")
-    used = [r for r in records if r.arm in set(arm_list)]
+    report = progress or _no_progress
+    wanted = set(arm_list)
+    used = [r for r in records if r.arm in wanted]
     table = _prompts(used)
 
     if featurize is None:
         featurize, default_names = default_featurizer()
         feature_names = feature_names or default_names
+    report("featurizing prompts", 0.0)
     x = np.asarray(featurize(table.texts), dtype=np.float32)
     if x.ndim != 2 or x.shape[0] != len(table.ids):
         raise InvalidRequest(f"featurize returned shape {x.shape} for {len(table.ids)} prompts")
@@ -268,158 +668,74 @@ def train(
     test_ids = split_prompts(table.ids, seed, test_fraction)
     train_recs = [r for r in used if r.prompt_id not in test_ids]
     test_recs = [r for r in used if r.prompt_id in test_ids]
-    train_rows = sorted({table.index[r.prompt_id] for r in train_recs})
-    scaler = StandardScaler().fit(x[train_rows])
-    z = scaler.transform(x).astype(np.float64)
-    folds = _folds(table.ids, seed)
+    share = 0.5 if refit and test_recs else 1.0
 
-    by_arm: dict[str, list[OutcomeRecord]] = defaultdict(list)
-    for r in train_recs:
-        by_arm[r.arm].append(r)
-    per_arm: dict[str, ArmModel] = {}
-    for a in arm_list:
-        if not by_arm[a]:
-            raise InvalidRequest(f"arm {a!r} has no records outside the held-out split")
-        rows, y, w = _classification_rows(by_arm[a], table.index)
-        clf, c = _fit_classifier(z, rows, y, w, folds, a)
-        k = samples_per_call(a)
-        trows, t, tw = _token_rows(by_arm[a], table.index, k, a)
-        reg, alpha, offset = _fit_regressor(z, trows, t, tw, folds)
-        per_arm[a] = ArmModel(a, clf, reg, c, alpha, offset, k)
+    def part(offset: float) -> Progress:
+        return lambda what, f: report(what, offset + share * f)
 
-    model = TrainedModel(
-        arms=arm_list,
-        feature_names=names,
-        scaler=scaler,
-        per_arm=per_arm,
-        seed=seed,
-        test_fraction=test_fraction,
-        counts={
-            "records": len(used),
-            "prompts": len(table.ids),
-            "train_prompts": len(table.ids) - len(test_ids),
-            "test_prompts": len(test_ids),
-            "records_per_arm": {a: sum(1 for r in used if r.arm == a) for a in arm_list},
-        },
-    )
-    cost_model = _CostModel(arm_list, train_recs, prices or {})
-    model.prices = cost_model.prices_used()
+    model = _fit(x, names, table, train_recs, arm_list, seed, part(0.0))
+    metrics: dict[str, Any] = {}
     if test_recs:
-        model.metrics = _evaluate(model, x, table.index, train_recs, test_recs, cost_model)
+        metrics = evaluate_split(model, x, table.index, train_recs, test_recs)
+        metrics["fitted_on"] = "training share only"
+    if refit and test_recs:
+        model = _fit(x, names, table, used, arm_list, seed, part(0.5))
+        metrics["shipped_model"] = "refitted on all prompts with hyper-parameters re-chosen by CV"
+    model.test_fraction = test_fraction
+    model.refit = refit
+    model.metrics = metrics
+    model.counts = {
+        "records": len(used),
+        "prompts": len(table.ids),
+        "train_prompts": len(table.ids) - len(test_ids),
+        "test_prompts": len(test_ids),
+        "records_per_arm": {a: sum(1 for r in used if r.arm == a) for a in arm_list},
+        "knn_k": model.knn.k,
+        "knn_reference_prompts": int(model.knn.reference.shape[0]),
+    }
+    model.prices = {
+        a: {"input_per_mtok": p.input_per_mtok, "output_per_mtok": p.output_per_mtok}
+        for a in arm_list
+        if (p := (prices or {}).get(Arm.parse(a).tier)) is not None
+    }
+    report("done", 1.0)
     return model
 
 
-class _CostModel:
-    """Predicted USD cost of an arm for a prompt from predicted tokens and prices."""
-
-    def __init__(
-        self, arms: Sequence[str], train_recs: Sequence[OutcomeRecord], prices: Mapping[str, Price]
-    ) -> None:
-        self.arms = list(arms)
-        self.price = {a: prices.get(Arm.parse(a).tier) for a in self.arms}
-        costs: dict[str, list[float]] = defaultdict(list)
-        for r in train_recs:
-            costs[r.arm].append(r.cost_usd)
-        self.mean_cost = {a: float(np.mean(costs[a])) if costs[a] else 0.0 for a in self.arms}
-
-    def prices_used(self) -> dict[str, dict[str, float]]:
-        return {
-            a: {"input_per_mtok": p.input_per_mtok, "output_per_mtok": p.output_per_mtok}
-            for a, p in self.price.items()
-            if p is not None
-        }
-
-    def predict(
-        self, input_tokens: NDArray[np.float64], log_tokens: NDArray[np.float64]
-    ) -> NDArray[np.float64]:
-        """(N, A) cost from input tokens per sample and log output tokens per sample."""
-        out = np.zeros_like(log_tokens)
-        for j, a in enumerate(self.arms):
-            p = self.price[a]
-            if p is None:
-                out[:, j] = self.mean_cost[a]
-                continue
-            k = samples_per_call(a)
-            tokens_in = k * input_tokens[:, j]
-            tokens_out = k * np.exp(log_tokens[:, j])
-            out[:, j] = (tokens_in * p.input_per_mtok + tokens_out * p.output_per_mtok) / 1e6
-        return out
-
-
-def _cell_means(
+def cell_means(
     recs: Sequence[OutcomeRecord], pos: Mapping[str, int], arms: Sequence[str]
-) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64], NDArray[np.bool_]]:
-    """Mean score, cost and input tokens per sample per (prompt, arm), and which cells exist."""
+) -> tuple[F64, F64, NDArray[np.bool_]]:
+    """Mean score and cost per (prompt, arm), and which cells exist."""
     n, a = len(pos), len(arms)
     col = {arm: j for j, arm in enumerate(arms)}
-    s, c, t, k = (np.zeros((n, a)) for _ in range(4))
+    s, c, k = (np.zeros((n, a)) for _ in range(3))
     for r in recs:
+        if r.arm not in col:
+            continue
         i, j = pos[r.prompt_id], col[r.arm]
         s[i, j] += r.score
         c[i, j] += r.cost_usd
-        t[i, j] += (r.input_tokens or 0) / samples_per_call(r.arm)
         k[i, j] += 1
     have = k > 0
     k[~have] = 1
-    return s / k, c / k, t / k, have
+    return s / k, c / k, have
 
 
-def _baselines(
-    model: TrainedModel,
-    x: NDArray[np.float32],
-    index: Mapping[str, int],
-    train_recs: Sequence[OutcomeRecord],
-    test_rows: NDArray[np.int64],
-) -> dict[str, NDArray[np.float64]]:
-    """p_success of kNN (k=20) and per-arm logistic regression on embeddings only."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.neighbors import KNeighborsRegressor
-    from sklearn.preprocessing import StandardScaler
-
-    emb_cols = [i for i, name in enumerate(model.feature_names) if name.startswith("emb_")]
-    if not emb_cols:
-        return {}
-    emb = x[:, emb_cols].astype(np.float64)
-    knn_p, lr_p = [], []
-    for a in model.arms:
-        recs = [r for r in train_recs if r.arm == a]
-        sums: dict[int, list[float]] = defaultdict(list)
-        for r in recs:
-            sums[index[r.prompt_id]].append(r.score)
-        rows = np.asarray(sorted(sums), np.int64)
-        target = np.asarray([np.mean(sums[i]) for i in rows])
-        knn = KNeighborsRegressor(n_neighbors=min(20, len(rows))).fit(emb[rows], target)
-        knn_p.append(knn.predict(emb[test_rows]))
-        scaler = StandardScaler().fit(emb[rows])
-        crow, y, w = _classification_rows(recs, index)
-        if len(np.unique(y)) < 2:
-            lr_p.append(np.full(len(test_rows), float(y[0])))
-            continue
-        lr = LogisticRegression(C=1.0, max_iter=5000).fit(
-            scaler.transform(emb[crow]), y, sample_weight=w
-        )
-        lr_p.append(lr.predict_proba(scaler.transform(emb[test_rows]))[:, 1])
-    return {"knn20_embedding": np.column_stack(knn_p), "logreg_embedding": np.column_stack(lr_p)}
-
-
-def _evaluate(
-    model: TrainedModel,
-    x: NDArray[np.float32],
-    index: Mapping[str, int],
-    train_recs: Sequence[OutcomeRecord],
+def per_arm_metrics(
+    arms: Sequence[str],
+    p: F64,
+    log_t: F64,
+    offsets: Mapping[str, float],
+    observed: Mapping[str, bool],
     test_recs: Sequence[OutcomeRecord],
-    cost_model: _CostModel,
+    pos: Mapping[str, int],
 ) -> dict[str, Any]:
-    """Held-out metrics: per-arm calibration and token accuracy, then routing quality."""
-    arms = model.arms
-    test_ids = sorted({r.prompt_id for r in test_recs})
-    pos = {pid: i for i, pid in enumerate(test_ids)}
-    rows = np.asarray([index[pid] for pid in test_ids], np.int64)
-    p, log_t = model.predict_arrays(x[rows])
-
-    per_arm: dict[str, Any] = {}
+    """Calibration and token accuracy per arm on held-out records."""
+    out: dict[str, Any] = {}
     for j, a in enumerate(arms):
         recs = [r for r in test_recs if r.arm == a]
+        if not recs:
+            continue
         pa = np.asarray([p[pos[r.prompt_id], j] for r in recs])
         ya = np.asarray([r.score for r in recs])
         k = samples_per_call(a)
@@ -430,81 +746,100 @@ def _evaluate(
             "mean_p": float(pa.mean()),
             "brier": M.brier(pa, ya),
             "ece": M.ece(pa, ya, 10),
-            "c": model.per_arm[a].c,
         }
-        if tok:
+        if tok and observed.get(a, True):
             ti = np.asarray([i for i, _ in tok], np.int64)
             actual = np.asarray([v for _, v in tok])
             pred = np.exp(log_t[ti, j])
-            hi = np.exp(log_t[ti, j] + model.per_arm[a].tokens_hi_log_offset)
+            hi = np.exp(log_t[ti, j] + offsets.get(a, 0.0))
             entry["tokens_within_2x"] = M.within_factor(pred, actual, 2.0)
             entry["tokens_hi_coverage"] = M.share_at_or_below(hi, actual)
             entry["median_tokens_actual"] = float(np.median(actual))
             entry["median_tokens_pred"] = float(np.median(pred))
-        per_arm[a] = entry
-
-    out: dict[str, Any] = {"split": "held-out prompts", "per_arm": per_arm}
-    s, c, inp, have = _cell_means(test_recs, pos, arms)
-    full = have.all(axis=1)
-    if len(arms) < 2 or not full.any():
-        return out
-    s, c, inp, pf, lt = s[full], c[full], inp[full], p[full], log_t[full]
-    pred_cost = cost_model.predict(inp, lt)
-    anchors = M.anchors(s, c)
-    oracle = M.oracle_choice(s, c)
-    picked = np.arange(s.shape[0]), oracle
-    curves: dict[str, M.Curve] = {
-        "router": M.sweep(pf, pred_cost, s, c),
-        "random": M.mixing_curve(anchors),
-        "always_cheap": M.point_curve(anchors.cost_cheap, anchors.score_cheap),
-        "always_best": M.point_curve(anchors.cost_best, anchors.score_best),
-        "oracle": M.point_curve(float(c[picked].mean()), float(s[picked].mean())),
-    }
-    for name, pb in _baselines(model, x, index, train_recs, rows[full]).items():
-        curves[name] = M.sweep(pb, pred_cost, s, c)
-    out["routing"] = {
-        "prompts": int(full.sum()),
-        "cheap_arm": arms[anchors.cheap],
-        "best_arm": arms[anchors.best],
-        "cost_cheap": anchors.cost_cheap,
-        "score_cheap": anchors.score_cheap,
-        "cost_best": anchors.cost_best,
-        "score_best": anchors.score_best,
-        "methods": {name: M.routing_summary(cv, anchors) for name, cv in curves.items()},
-    }
+        out[a] = entry
     return out
 
 
-def embedder_featurizer(embedder: Any, batch: int = 32) -> Featurize:
-    """Featurize with an embedder (``embed_batch``/``dim``) plus the text features; texts
-    are embedded in length-sorted batches to keep padding small."""
+def evaluate_split(
+    model: TrainedModel,
+    x: NDArray[np.float32],
+    index: Mapping[str, int],
+    train_recs: Sequence[OutcomeRecord],
+    test_recs: Sequence[OutcomeRecord],
+) -> dict[str, Any]:
+    """Held-out metrics of ``model`` with every baseline (``classifier.baselines``)."""
+    from classifier.evaluate import routing_table
+
+    test_ids = sorted({r.prompt_id for r in test_recs})
+    pos = {pid: i for i, pid in enumerate(test_ids)}
+    rows = np.asarray([index[pid] for pid in test_ids], np.int64)
+    p, log_t, cost = model.predict_all(x[rows])
+    out: dict[str, Any] = {
+        "split": "held-out prompts",
+        "per_arm": per_arm_metrics(
+            model.arms,
+            p,
+            log_t,
+            {a: model.per_arm[a].tokens_hi_log_offset for a in model.arms},
+            {a: model.per_arm[a].tokens_observed for a in model.arms},
+            test_recs,
+            pos,
+        ),
+    }
+    train_ids = sorted({r.prompt_id for r in train_recs})
+    train_pos = {pid: i for i, pid in enumerate(train_ids)}
+    train_rows = np.asarray([index[pid] for pid in train_ids], np.int64)
+    routing = routing_table(
+        model.arms,
+        model.feature_names,
+        p,
+        cost,
+        x[train_rows],
+        train_recs,
+        train_pos,
+        x[rows],
+        test_recs,
+        pos,
+        seed=model.seed,
+    )
+    if routing is not None:
+        out["routing"] = routing
+    return out
+
+
+def embedder_featurizer(embedder: Any, batch: int = 256) -> Featurize:
+    """Featurize with an embedder (``embed_batch``/``dim``) plus the text features."""
     from classifier.features import features_for
 
     def featurize(texts: Sequence[str]) -> NDArray[np.float32]:
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         emb = np.zeros((len(texts), embedder.dim), dtype=np.float32)
-        for start in range(0, len(order), batch):
-            idx = order[start : start + batch]
-            emb[idx] = embedder.embed_batch([texts[i] for i in idx])
+        for start in range(0, len(texts), batch):
+            emb[start : start + batch] = embedder.embed_batch(texts[start : start + batch])
         return features_for(emb, texts)
 
     return featurize
 
 
 def default_featurizer() -> tuple[Featurize, tuple[str, ...]]:
-    """The service's featurizer: ONNX embedder output plus the text features."""
+    """ONNX embedder (long prompts as head + tail, ``classifier.long_prompts``) plus the
+    text features."""
     from classifier.embedder.runtime import OnnxEmbedder
     from classifier.features import feature_names
+    from classifier.long_prompts import PromptEmbedder
 
-    embedder = OnnxEmbedder.load()
+    embedder = PromptEmbedder(OnnxEmbedder.load())
     return embedder_featurizer(embedder), feature_names(embedder.dim)
 
 
 __all__ = [
     "ArmModel",
+    "KnnModel",
     "TrainedModel",
+    "cell_means",
     "default_featurizer",
     "embedder_featurizer",
+    "evaluate_split",
+    "per_arm_metrics",
     "samples_per_call",
     "split_prompts",
     "train",

@@ -72,6 +72,7 @@ async def _build(settings: Settings, stack: AsyncExitStack) -> Runtime:
 
     from classifier.embedder.batched import BatchedEmbedder
     from classifier.embedder.runtime import OnnxEmbedder
+    from classifier.long_prompts import PromptEmbedder
     from classifier.predictor import OnnxPredictor, default_model_dir
     from router.backends.factory import build_backend
     from router.ledger.redis_ledger import RedisLedger
@@ -108,8 +109,12 @@ async def _build(settings: Settings, stack: AsyncExitStack) -> Runtime:
     catalog = Catalog.build(backends_cfg, predictor.arms)
 
     onnx_embedder = await asyncio.to_thread(OnnxEmbedder.load, cache)
+    # The same long-prompt handling as `ttc-router train/predict`, so the service's features
+    # match the ones the predictor was trained on.
     embedder = BatchedEmbedder(
-        onnx_embedder, max_batch=settings.embed_max_batch, max_wait_ms=settings.embed_max_wait_ms
+        PromptEmbedder(onnx_embedder),
+        max_batch=settings.embed_max_batch,
+        max_wait_ms=settings.embed_max_wait_ms,
     )
     stack.push_async_callback(embedder.aclose)
 

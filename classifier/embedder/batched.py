@@ -1,14 +1,26 @@
-"""The ``Embedder`` protocol over an ``OnnxEmbedder``, batching concurrent requests."""
+"""The ``Embedder`` protocol over a synchronous batch embedder, batching concurrent requests."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 from numpy.typing import NDArray
 
 from classifier.embedder.runtime import OnnxEmbedder
 from router.core.microbatch import BatcherStats, MicroBatcher
+
+
+class SyncBatchEmbedder(Protocol):
+    """What the micro-batcher drives: ``OnnxEmbedder`` or ``classifier.long_prompts``'s
+    ``PromptEmbedder`` (head and tail of long prompts, as offline training embeds them)."""
+
+    @property
+    def dim(self) -> int: ...
+
+    def embed_batch(self, texts: Sequence[str]) -> NDArray[np.float32]: ...
 
 
 class BatchedEmbedder:
@@ -19,7 +31,7 @@ class BatchedEmbedder:
 
     def __init__(
         self,
-        embedder: OnnxEmbedder,
+        embedder: SyncBatchEmbedder,
         *,
         max_batch: int = 32,
         max_wait_ms: float = 2.0,
@@ -52,11 +64,6 @@ class BatchedEmbedder:
     @property
     def dim(self) -> int:
         return self._embedder.dim
-
-    @property
-    def onnx(self) -> OnnxEmbedder:
-        """The synchronous embedder underneath (for token counts and batch jobs)."""
-        return self._embedder
 
     @property
     def stats(self) -> BatcherStats:

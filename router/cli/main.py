@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from router.cli import classifier_cmds
 from router.cli.budget_cmds import budget_app
 
 app = typer.Typer(
@@ -19,6 +20,7 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Validate policy files and make key hashes.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+classifier_cmds.register(app)
 app.add_typer(budget_app, name="budget")
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True)

@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 import grpc
+import numpy as np
 import pytest
 from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -352,3 +353,14 @@ async def test_health_per_component_and_reflection(
         services = {s.name for s in resp.list_services_response.service}
         assert {"ttc_router.v1.Router", "grpc.health.v1.Health"} <= services
         break
+
+
+async def test_long_prompts_sharing_a_prefix_are_told_apart(service: Service) -> None:
+    prefix = "".join(f"Example {i}: {i} + {i} = {2 * i}.\n" for i in range(200))
+    embed = service.runtime.core.embedder.embed
+    a = await embed(prefix + "Question: what is 17*23?")
+    b = await embed(prefix + "Question: write a sonnet about the sea in the style of Keats.")
+    same = await embed(prefix + "Question: what is 17*23?")
+    assert float(np.dot(a, same)) > 0.9999
+    # with only the first 256 tokens embedded the two would be identical
+    assert float(np.dot(a, b)) < 0.95

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from classifier.onnx_export import OUTPUT_LOG_TOKENS, OUTPUT_P, save_model, to_onnx
+from classifier.onnx_export import OUTPUT_COST, OUTPUT_LOG_TOKENS, OUTPUT_P, save_model, to_onnx
 from classifier.outcomes_io import OutcomeRecord
 from classifier.train import TrainedModel, samples_per_call, split_prompts, train
 from router.errors import InvalidRequest
@@ -67,15 +67,19 @@ def test_onnx_matches_sklearn(trained: tuple[TrainedModel, dict[str, NDArray[np.
 
     model, _ = trained
     x = np.random.default_rng(11).normal(size=(64, N_FEATURES)).astype(np.float32)
-    p_ref, t_ref = model.predict_arrays(x)
+    p_ref, t_ref, c_ref = model.predict_all(x)
     sess = ort.InferenceSession(
         to_onnx(model).SerializeToString(), providers=["CPUExecutionProvider"]
     )
-    p_onnx, t_onnx = sess.run([OUTPUT_P, OUTPUT_LOG_TOKENS], {"features": x})
+    p_onnx, t_onnx, c_onnx = sess.run([OUTPUT_P, OUTPUT_LOG_TOKENS, OUTPUT_COST], {"features": x})
     assert p_onnx.shape == (64, len(ARMS)) and p_onnx.dtype == np.float32
     assert t_onnx.shape == (64, len(ARMS)) and t_onnx.dtype == np.float32
     np.testing.assert_allclose(p_onnx, p_ref, atol=1e-5, rtol=0)
     np.testing.assert_allclose(t_onnx, t_ref, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(c_onnx, c_ref, rtol=1e-5, atol=1e-12)
+    # Every learner reaches the output: the stack's inputs change when x does.
+    base = model.base_logits(x)
+    assert base.shape == (64, 4 * len(ARMS)) and np.isfinite(base).all()
     # Columns are in arm order and the arms really differ.
     assert not np.allclose(p_onnx[:, 0], p_onnx[:, 1], atol=1e-3)
 
@@ -136,6 +140,24 @@ def test_save_writes_model_and_metadata(
     assert meta["samples_per_call"]["cheap/vote@3"] == 3
 
 
+def test_arm_without_token_counts_predicts_cost_directly() -> None:
+    records, by_text = _synthetic()
+    no_tokens = [
+        OutcomeRecord(r.prompt_id, r.prompt, r.arm, r.score, r.cost_usd * (2 if i % 2 else 1))
+        if r.arm == "big/greedy"
+        else r
+        for i, r in enumerate(records)
+    ]
+    model = train(no_tokens, seed=1, arms=ARMS, featurize=_featurizer(by_text), test_fraction=0.0)
+    assert not model.per_arm["big/greedy"].tokens_observed
+    assert model.per_arm["cheap/greedy"].tokens_observed
+    _, t, c = model.predict_all(np.zeros((3, N_FEATURES), np.float32))
+    assert np.allclose(t[:, 1], np.log(256.0))
+    # cost of big/greedy: 60e-6 or 120e-6 per call in the data
+    assert 50e-6 < float(c[0, 1]) < 130e-6
+    assert float(c[0, 0]) < float(c[0, 1])
+
+
 def test_single_class_arm_is_rejected() -> None:
     records, by_text = _synthetic()
     flat = [
@@ -144,5 +166,5 @@ def test_single_class_arm_is_rejected() -> None:
         else r
         for r in records
     ]
-    with pytest.raises(InvalidRequest, match="big/greedy"):
+    with pytest.raises(InvalidRequest, match=r"big/greedy.*nothing to learn"):
         train(flat, seed=0, arms=ARMS, featurize=_featurizer(by_text))

@@ -1,0 +1,132 @@
+"""MODEL_CARD.md for a trained predictor, from its ``metadata.json``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+MODEL_TEXT = (
+    "For one prompt it predicts, per arm, the expected score (`p_success`), the output "
+    "tokens per sample (expected and a 90th-percentile estimate) and the cost of one call. "
+    "Input: the prompt's all-MiniLM-L6-v2 embedding (384 values, ONNX Runtime; prompts "
+    "longer than the embedder's 256-token window are embedded as a head and a tail chunk, "
+    "see `classifier/long_prompts.py`) followed by cheap text features. Success model: a "
+    "stack of four learners, each tuned by cross-validation inside `train` (ridge "
+    "regression with leave-one-out penalty; cosine kNN over the training prompts at a "
+    "CV-chosen k and at k=200, predicting every arm from the neighbours' scores; a "
+    "one-hidden-layer network with one output per arm, epochs by CV), combined and "
+    "calibrated by a logistic regression on their out-of-fold logits whose form is chosen "
+    "by CV. Tokens and cost: ridge regressions on log tokens and log cost. Exported as "
+    "one ONNX graph of standard operators."
+)
+
+
+def fmt(x: Any, digits: int = 3) -> str:
+    if x is None:
+        return "unreached"
+    if isinstance(x, float):
+        return "n/a" if x != x else f"{x:.{digits}f}"
+    return str(x)
+
+
+def _opt(x: Any) -> str:
+    return "n/a (no token counts)" if x is None else fmt(x)
+
+
+def per_arm_lines(per_arm: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    lines = [
+        "| arm | n | mean score | mean p | Brier | ECE (10 bins) | tokens within 2× "
+        "| ≤ p90 estimate |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for arm, e in per_arm.items():
+        lines.append(
+            f"| {arm} | {e['n']} | {fmt(e['mean_score'])} | {fmt(e['mean_p'])} | "
+            f"{fmt(e['brier'])} | {fmt(e['ece'])} | {_opt(e.get('tokens_within_2x'))} | "
+            f"{_opt(e.get('tokens_hi_coverage'))} |"
+        )
+    return lines
+
+
+def routing_lines(routing: Mapping[str, Any]) -> list[str]:
+    methods = routing["methods"]
+    two = any("cpt50" in m for m in methods.values())
+    head = "| method | APGR | cost@95 | best mean score |" + (
+        " CPT(50%) | CPT(80%) |" if two else ""
+    )
+    lines = [
+        f"{routing['prompts']} full-information prompts; cheap arm {routing['cheap_arm']} "
+        f"(score {fmt(routing['score_cheap'])}, ${routing['cost_cheap']:.6f}/prompt), best arm "
+        f"{routing['best_arm']} (score {fmt(routing['score_best'])}, "
+        f"${routing['cost_best']:.6f}/prompt).",
+        "",
+        head,
+        "|---|---|---|---|" + ("---|---|" if two else ""),
+    ]
+    for name, r in methods.items():
+        row = f"| {name} | {fmt(r['apgr'])} | {fmt(r['cost_at_95'])} | {fmt(r['max_score'])} |"
+        if two:
+            row += f" {fmt(r.get('cpt50'))} | {fmt(r.get('cpt80'))} |"
+        lines.append(row)
+    return lines
+
+
+def model_card(
+    meta: Mapping[str, Any],
+    *,
+    title: str,
+    command: str,
+    data_lines: Sequence[str],
+    limits: Sequence[str],
+    build_seconds: float,
+) -> str:
+    """The card: what the model does, its data, held-out metrics, limits, files."""
+    m = meta["metrics"]
+    counts = meta["training"]["counts"]
+    lines = [
+        f"# {title} `{meta['version']}`",
+        "",
+        f"Built {meta['created']} by `{command}` in {build_seconds:.0f} s on 2 CPU cores.",
+        "",
+        "## What it does",
+        MODEL_TEXT,
+        "",
+        "Arms: " + ", ".join(f"`{a}`" for a in meta["arms"]) + ".",
+        "",
+        "## Training data",
+        *data_lines,
+        "",
+        "## Held-out metrics",
+        f"Seeded split by prompt: {counts['train_prompts']} training prompts, "
+        f"{counts['test_prompts']} held out. Hyper-parameters were chosen by cross-validation "
+        "on the training prompts only. "
+        + (
+            "The shipped model was then refitted on all prompts."
+            if meta["training"].get("refit_on_all")
+            else "The shipped model is the one fitted on the training prompts only."
+        ),
+        "",
+    ]
+    if m.get("per_arm"):
+        lines += per_arm_lines(m["per_arm"])
+    if m.get("routing"):
+        lines += [
+            "",
+            "Routing (spec/outcomes.md definitions; every learned method is routed with the "
+            "router's predicted costs; baselines are described in `classifier/baselines.py`):",
+            "",
+            *routing_lines(m["routing"]),
+        ]
+    lines += ["", "## Limits", *(f"- {x}" for x in limits), "", "## Files"]
+    lines += [
+        f"- `model.onnx` (sha256 `{meta['onnx_sha256']}`): input `features` float32 [N, "
+        f"{meta['feature_set']['n_features']}]; outputs `p_success`, `log_tokens`, `cost_usd`, "
+        f"float32 [N, {len(meta['arms'])}], columns in the order of `arms` in `metadata.json`.",
+        "- `metadata.json`: version, arms, feature set, hyper-parameters, training data "
+        "digest and all metrics above.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+__all__ = ["MODEL_TEXT", "fmt", "model_card", "per_arm_lines", "routing_lines"]

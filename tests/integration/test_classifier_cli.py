@@ -1,0 +1,214 @@
+"""``ttc-router data import|split``, ``train``, ``predict``, ``eval`` end to end on a small slice
+of real data (real embedder, real ONNX Runtime)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from classifier.importers import zeroeval
+from router.cli.main import app
+
+N_PROMPTS = 120
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CSV score table of ZeroEval prompts (three arms, cost columns) and its import."""
+    root = tmp_path_factory.mktemp("cli")
+    recs = zeroeval.import_zeroeval(count_tokens=lambda t: [len(x) // 4 for x in t])
+    ids = sorted({r.prompt_id for r in recs})[:: max(1, 2840 // N_PROMPTS)][:N_PROMPTS]
+    keep = set(ids)
+    rows: dict[str, dict[str, object]] = {}
+    for r in recs:
+        if r.prompt_id in keep:
+            row = rows.setdefault(r.prompt_id, {"prompt_id": r.prompt_id, "prompt": r.prompt})
+            row[r.arm] = r.score
+            row[f"{r.arm}:cost_usd"] = r.cost_usd
+            row[f"{r.arm}:output_tokens"] = r.output_tokens
+    arms = sorted({r.arm for r in recs})
+    cols = [
+        "prompt_id",
+        "prompt",
+        *arms,
+        *(f"{a}:{c}" for a in arms for c in ("cost_usd", "output_tokens")),
+    ]
+    with (root / "table.csv").open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=cols)
+        writer.writeheader()
+        writer.writerows(rows.values())
+    runner = CliRunner()
+    res = runner.invoke(
+        app, ["data", "import", str(root / "table.csv"), "--out", str(root / "all.jsonl")]
+    )
+    assert res.exit_code == 0, res.output
+    assert f"({N_PROMPTS} prompts)" in res.output
+    res = runner.invoke(
+        app,
+        [
+            "data",
+            "split",
+            str(root / "all.jsonl"),
+            "--train-out",
+            str(root / "train.jsonl"),
+            "--test-out",
+            str(root / "test.jsonl"),
+            "--test-fraction",
+            "0.25",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(
+        app,
+        [
+            "train",
+            "--outcomes",
+            str(root / "train.jsonl"),
+            "--out",
+            str(root / "model"),
+            "--seed",
+            "3",
+            "--no-refit",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    return root
+
+
+def test_train_writes_model_metadata_and_card(work: Path) -> None:
+    meta = json.loads((work / "model" / "metadata.json").read_text())
+    assert meta["arms"] == ["local-7b/greedy", "mid-32b/greedy", "premium/greedy"]
+    assert meta["training"]["seed"] == 3
+    assert meta["training_data"]["files"][0]["path"] == str((work / "train.jsonl").resolve())
+    assert "routing" in meta["metrics"] and "router" in meta["metrics"]["routing"]["methods"]
+    assert (work / "model" / "model.onnx").stat().st_size < 5_000_000
+    card = (work / "model" / "MODEL_CARD.md").read_text()
+    assert meta["version"] in card and "| router |" in card
+
+
+def test_train_is_deterministic(work: Path) -> None:
+    res = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "--outcomes",
+            str(work / "train.jsonl"),
+            "--out",
+            str(work / "again"),
+            "--seed",
+            "3",
+            "--no-refit",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    first = json.loads((work / "model" / "metadata.json").read_text())
+    second = json.loads((work / "again" / "metadata.json").read_text())
+    assert first["onnx_sha256"] == second["onnx_sha256"]
+    assert first["metrics"] == second["metrics"]
+
+
+def test_predict_uses_the_service_predictor(work: Path) -> None:
+    from classifier.embedding_cache import CachedPromptEmbedder
+    from classifier.jobs import read_prompts
+    from classifier.predictor import OnnxPredictor
+
+    out = work / "pred.jsonl"
+    res = CliRunner().invoke(
+        app,
+        [
+            "predict",
+            "--model",
+            str(work / "model"),
+            "--prompts",
+            str(work / "test.jsonl"),
+            "--out",
+            str(out),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    ids, texts = read_prompts(work / "test.jsonl")
+    assert [x["prompt_id"] for x in lines] == ids
+    predictor = OnnxPredictor.load(work / "model")
+    emb = CachedPromptEmbedder().embed(texts[:5])
+    direct = predictor.predict_batch(emb, texts[:5])
+    for line, pred in zip(lines[:5], direct, strict=True):
+        for arm, got in line["arms"].items():
+            assert got["p_success"] == pytest.approx(pred.arms[arm].p_success, abs=1e-6)
+            assert got["cost_usd"] > 0
+    ps = np.asarray([[a["p_success"] for a in x["arms"].values()] for x in lines])
+    assert ((ps >= 0) & (ps <= 1)).all() and ps.std() > 0.01
+
+
+def test_eval_reports_router_baselines_and_oracle(work: Path) -> None:
+    res = CliRunner().invoke(
+        app,
+        ["eval", "--model", str(work / "model"), "--outcomes", str(work / "test.jsonl"), "--json"],
+    )
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.output)
+    methods = report["routing"]["methods"]
+    for name in (
+        "router",
+        "random",
+        "always_cheap",
+        "always_best",
+        "oracle",
+        "knn20",
+        "logreg",
+        "mf",
+        "mlp",
+        "task_complexity",
+    ):
+        assert name in methods, name
+    assert methods["always_cheap"]["apgr"] == 0.0
+    assert methods["oracle"]["max_score"] >= methods["always_best"]["max_score"]
+    assert set(report["per_arm"]) == {"local-7b/greedy", "mid-32b/greedy", "premium/greedy"}
+    png = work / "curve.png"
+    table = CliRunner().invoke(
+        app,
+        [
+            "eval",
+            "--model",
+            str(work / "model"),
+            "--outcomes",
+            str(work / "test.jsonl"),
+            "--plot",
+            str(png),
+        ],
+    )
+    assert table.exit_code == 0 and "| task_complexity |" in table.output
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+def test_bad_inputs_fail_with_file_and_line(work: Path) -> None:
+    runner = CliRunner()
+    res = runner.invoke(
+        app,
+        [
+            "train",
+            "--outcomes",
+            str(work / "train.jsonl"),
+            "--out",
+            str(work / "x"),
+            "--arms",
+            "local-7b/greedy,nope/greedy",
+        ],
+    )
+    assert res.exit_code == 2
+    assert "train.jsonl" in res.output and "nope/greedy" in res.output
+    bad = work / "bad.jsonl"
+    good = (work / "train.jsonl").read_text().splitlines()
+    broken = json.loads(good[1])
+    broken["score"] = "high"
+    bad.write_text("\n".join([good[0], json.dumps(broken), *good[2:]]) + "\n")
+    res = runner.invoke(app, ["train", "--outcomes", str(bad), "--out", str(work / "x")])
+    assert res.exit_code == 2
+    assert f"{bad}:2" in res.output.replace("\n", "") and "score" in res.output
+    res = runner.invoke(app, ["data", "import", "no-such-source", "--out", str(work / "x.jsonl")])
+    assert res.exit_code == 2 and "unknown source" in res.output

@@ -1,0 +1,43 @@
+"""Long prompts with a shared few-shot prefix get distinct embeddings (head + tail chunks)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from classifier.embedder.runtime import OnnxEmbedder
+from classifier.long_prompts import HEAD_TOKENS, PromptEmbedder, split_long
+
+PREFIX = "".join(f"Question: What is {i} plus {i + 3}? Answer: {2 * i + 3}.\n" for i in range(120))
+QUESTIONS = (
+    "Question: A train leaves Paris at noon at 80 km/h; when does it reach Lyon, 400 km away?",
+    "Question: Write a Python function that reverses a linked list in place.",
+    "Question: Who painted the ceiling of the Sistine Chapel?",
+)
+
+
+def test_shared_prefix_prompts_differ_and_short_prompts_are_unchanged() -> None:
+    onnx = OnnxEmbedder.load()
+    embedder = PromptEmbedder(onnx)
+    prompts = [PREFIX + q for q in QUESTIONS]
+    assert all(onnx.count_tokens(p) > 4 * HEAD_TOKENS for p in prompts)
+    plain = onnx.embed_batch(prompts)
+    ours = embedder.embed_batch(prompts)
+    plain_cos = plain @ plain.T
+    ours_cos = ours @ ours.T
+    off = ~np.eye(3, dtype=bool)
+    assert plain_cos[off].min() > 0.999  # the window sees only the shared prefix
+    assert ours_cos[off].max() < 0.95
+    np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
+    short = ["What is 2 + 2?", QUESTIONS[1]]
+    np.testing.assert_allclose(embedder.embed_batch(short), onnx.embed_batch(short), atol=1e-6)
+
+
+def test_split_long_cuts_on_token_boundaries() -> None:
+    text = "word " * 600
+    offsets = [(5 * i, 5 * i + 4) for i in range(600)]
+    parts = split_long(text, offsets)
+    assert parts is not None
+    head, tail = parts
+    assert head.split() == ["word"] * HEAD_TOKENS
+    assert tail.split() == ["word"] * HEAD_TOKENS
+    assert split_long("short", [(0, 5)]) is None

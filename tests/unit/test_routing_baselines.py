@@ -1,0 +1,89 @@
+"""CPT and mixing metrics by hand, the ridge's leave-one-out shortcut, and the baselines."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from classifier import baselines
+from classifier import metrics as M
+from classifier.ridge import ridge_loo
+
+
+def _two_arm_table() -> tuple[np.ndarray, np.ndarray]:
+    # 4 prompts; arm 0 cheap (cost 1), arm 1 best (cost 10).
+    score = np.asarray([[1, 1], [0, 1], [0, 1], [0, 0]], float)
+    cost = np.asarray([[1, 10]] * 4, float)
+    return score, cost
+
+
+def test_random_mix_scores_about_half_and_oracle_by_hand() -> None:
+    score, cost = _two_arm_table()
+    a = M.anchors(score, cost)
+    assert (a.cheap, a.best) == (0, 1)
+    random_apgr = M.apgr(M.mixing_curve(a), a)
+    assert random_apgr == pytest.approx(0.5, abs=0.02)
+    pick = M.oracle_choice(score, cost)
+    assert pick.tolist() == [0, 1, 1, 0]
+    oracle = M.point_curve(float(cost[np.arange(4), pick].mean()), float(score.max(1).mean()))
+    # oracle: mean cost 5.5, score 0.75 = the best arm's score at about half its cost, so
+    # q(c) is the full gap from c = 5.5 on and nothing before.
+    grid = np.linspace(1.0, 10.0, 100)
+    assert M.apgr(oracle, a) == pytest.approx(float(np.mean(grid >= 5.5)))
+    assert M.cost_at_quality(oracle, a) == pytest.approx(5.5 / 10)
+
+
+def test_cpt_by_hand() -> None:
+    score, cost = _two_arm_table()
+    a = M.anchors(score, cost)
+    # gap = 0.75 - 0.25 = 0.5; sending prompt 1 alone recovers half of it.
+    assert M.oracle_cpt(score, a, 0.5) == pytest.approx(0.25)
+    assert M.oracle_cpt(score, a, 0.8) == pytest.approx(0.5)
+    # A router that knows prompts 1 and 2 need the best arm.
+    p = np.asarray([[0.9, 0.9], [0.1, 0.9], [0.2, 0.9], [0.5, 0.5]])
+    shares, scores = M.strong_share_curve(p, cost, score, a.best)
+    assert M.cpt(shares, scores, a, 0.5) == pytest.approx(0.25)
+    assert M.cpt(shares, scores, a, 1.0) == pytest.approx(0.5)
+    # One that sends the wrong prompts first needs more calls.
+    bad = np.asarray([[0.1, 0.9], [0.9, 0.9], [0.8, 0.9], [0.2, 0.9]])
+    shares, scores = M.strong_share_curve(bad, cost, score, a.best)
+    assert M.cpt(shares, scores, a, 0.5) == pytest.approx(0.75)
+
+
+def test_ridge_leave_one_out_matches_refitting() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 5))
+    y = x @ rng.normal(size=5) + 0.3 * rng.normal(size=40)
+    w = rng.uniform(0.5, 2.0, size=40)
+    fit = ridge_loo(x, y, w, (3.0,))
+    for i in (0, 17, 39):
+        keep = np.arange(40) != i
+        xm = (w[keep] @ x[keep]) / w[keep].sum()
+        ym = (w[keep] @ y[keep]) / w[keep].sum()
+        xs = (x[keep] - xm) * np.sqrt(w[keep])[:, None]
+        ys = (y[keep] - ym) * np.sqrt(w[keep])
+        coef = np.linalg.solve(xs.T @ xs + 3.0 * np.eye(5), xs.T @ ys)
+        assert fit.loo[i, 0] == pytest.approx(float((x[i] - xm) @ coef + ym), abs=1e-8)
+    # the penalty with the lowest leave-one-out error wins
+    many = ridge_loo(x, y, w, (0.01, 1e6))
+    assert many.models[0].alpha == 0.01
+
+
+def test_baselines_learn_a_signal() -> None:
+    """Arm 1 succeeds on prompts near direction e0, arm 0 on those near e1."""
+    rng = np.random.default_rng(3)
+    n, d = 400, 16
+    e = rng.normal(size=(n, d)).astype(np.float32)
+    e /= np.linalg.norm(e, axis=1, keepdims=True)
+    s = np.column_stack([(e[:, 1] > 0), (e[:, 0] > -0.1)]).astype(float)
+    have = np.ones_like(s, bool)
+    test = np.zeros((2, d), np.float32)
+    test[0, 0], test[1, 1] = 1.0, 1.0
+    names = [f"emb_{i:03d}" for i in range(d)]
+    preds = baselines.predict_all(names, e, s, have, test, seed=0)
+    assert set(preds) == set(baselines.NAMES)
+    for name, p in preds.items():
+        assert p.shape == (2, 2), name
+        assert p[0, 1] > p[1, 1] - 0.05, name  # arm 1 likes direction e0
+        assert p[1, 0] > p[0, 0] - 0.05, name  # arm 0 likes direction e1
+    assert preds["knn20"][0, 1] > 0.9 and preds["knn20"][1, 0] > 0.9
