@@ -15,7 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from classifier.outcomes_io import OutcomeRecord, read_outcomes, write_outcomes
+from classifier.outcomes_io import (
+    OutcomeRecord,
+    iter_json_objects,
+    read_outcomes,
+    write_outcomes,
+)
 from router.core.types import Price
 from router.errors import InvalidRequest
 
@@ -208,31 +213,16 @@ def read_prompts(path: Path) -> tuple[list[str], list[str]]:
     ids: list[str] = []
     texts: list[str] = []
     seen: set[str] = set()
-    try:
-        handle = path.open(encoding="utf-8")
-    except OSError as exc:
-        raise InvalidRequest(f"{path}: cannot open: {exc.strerror}") from None
-    with handle:
-        for lineno, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InvalidRequest(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
-            if not isinstance(obj, dict):
-                raise InvalidRequest(f"{path}:{lineno}: a line must be a JSON object")
-            pid, prompt = obj.get("prompt_id"), obj.get("prompt")
-            if not isinstance(pid, str) or not pid:
-                raise InvalidRequest(
-                    f"{path}:{lineno}: field 'prompt_id' must be a non-empty string"
-                )
-            if not isinstance(prompt, str) or not prompt:
-                raise InvalidRequest(f"{path}:{lineno}: field 'prompt' must be a non-empty string")
-            if pid not in seen:
-                seen.add(pid)
-                ids.append(pid)
-                texts.append(prompt)
+    for lineno, obj in iter_json_objects(path):
+        pid, prompt = obj.get("prompt_id"), obj.get("prompt")
+        if not isinstance(pid, str) or not pid:
+            raise InvalidRequest(f"{path}:{lineno}: field 'prompt_id' must be a non-empty string")
+        if not isinstance(prompt, str) or not prompt:
+            raise InvalidRequest(f"{path}:{lineno}: field 'prompt' must be a non-empty string")
+        if pid not in seen:
+            seen.add(pid)
+            ids.append(pid)
+            texts.append(prompt)
     if not ids:
         raise InvalidRequest(f"{path}: no prompts")
     return ids, texts

@@ -122,22 +122,33 @@ def parse_record(obj: object, *, where: str = "<record>") -> OutcomeRecord:
     )
 
 
-def iter_outcomes(path: Path) -> Iterator[OutcomeRecord]:
-    """Yield the records of a JSON Lines file; blank lines are skipped."""
+def iter_json_objects(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) of each non-blank line of a JSON Lines file.
+
+    A file that cannot be opened, a line that is not JSON, or one that is not an object
+    raises ``InvalidRequest`` naming the file and line.
+    """
     try:
         handle = path.open("r", encoding="utf-8")
     except OSError as exc:
-        raise InvalidRequest(f"{path}: cannot open outcome file: {exc.strerror}") from None
+        raise InvalidRequest(f"{path}: cannot open: {exc.strerror}") from None
     with handle:
         for lineno, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
-            where = f"{path}:{lineno}"
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise InvalidRequest(f"{where}: not valid JSON ({exc.msg})") from None
-            yield parse_record(obj, where=where)
+                raise InvalidRequest(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
+            if not isinstance(obj, dict):
+                raise InvalidRequest(f"{path}:{lineno}: a line must be a JSON object")
+            yield lineno, obj
+
+
+def iter_outcomes(path: Path) -> Iterator[OutcomeRecord]:
+    """Yield the records of a JSON Lines file; blank lines are skipped."""
+    for lineno, obj in iter_json_objects(path):
+        yield parse_record(obj, where=f"{path}:{lineno}")
 
 
 def read_outcomes(path: Path) -> list[OutcomeRecord]:

@@ -11,11 +11,10 @@ tier's prices (defaults are illustrative stand-ins, not OpenAI's historical pric
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from classifier.outcomes_io import OutcomeRecord
+from classifier.outcomes_io import OutcomeRecord, iter_json_objects
 from router.core.types import Price
 from router.errors import InvalidRequest
 
@@ -50,26 +49,15 @@ def import_gsm8k_openai(
     if no_price:
         raise InvalidRequest(f"no prices given for tier(s) {no_price}")
     rows: list[dict[str, object]] = []
-    try:
-        handle = path.open(encoding="utf-8")
-    except OSError as exc:
-        raise InvalidRequest(f"{path}: cannot open: {exc.strerror}") from None
-    with handle:
-        for lineno, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InvalidRequest(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
-            if not isinstance(row, dict) or not isinstance(row.get("question"), str):
-                raise InvalidRequest(f"{path}:{lineno}: no 'question' string")
-            for system in tiers.values():
-                entry = row.get(system)
-                if not isinstance(entry, dict) or not isinstance(entry.get("is_correct"), bool):
-                    raise InvalidRequest(f"{path}:{lineno}: no '{system}.is_correct' boolean")
-            row["_line"] = lineno
-            rows.append(row)
+    for lineno, row in iter_json_objects(path):
+        if not isinstance(row.get("question"), str):
+            raise InvalidRequest(f"{path}:{lineno}: no 'question' string")
+        for system in tiers.values():
+            entry = row.get(system)
+            if not isinstance(entry, dict) or not isinstance(entry.get("is_correct"), bool):
+                raise InvalidRequest(f"{path}:{lineno}: no '{system}.is_correct' boolean")
+        row["_line"] = lineno
+        rows.append(row)
     counter = count_tokens or _default_counter()
     in_tok = counter([str(r["question"]) for r in rows])
     records: list[OutcomeRecord] = []

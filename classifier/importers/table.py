@@ -18,13 +18,12 @@ name the file and line.
 from __future__ import annotations
 
 import csv
-import json
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from classifier.outcomes_io import OutcomeRecord
+from classifier.outcomes_io import OutcomeRecord, iter_json_objects
 from router.core.types import Arm, Price
 from router.errors import InvalidRequest
 
@@ -34,26 +33,17 @@ SUFFIXES = (":cost_usd", ":output_tokens", ":input_tokens")
 
 def _rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, row) of a CSV (header on line 1) or JSON Lines file."""
+    if path.suffix.lower() in (".jsonl", ".json", ".ndjson"):
+        yield from iter_json_objects(path)
+        return
     try:
         handle = path.open(encoding="utf-8", newline="")
     except OSError as exc:
         raise InvalidRequest(f"{path}: cannot open: {exc.strerror}") from None
     with handle:
-        if path.suffix.lower() in (".jsonl", ".json", ".ndjson"):
-            for lineno, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise InvalidRequest(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
-                if not isinstance(obj, dict):
-                    raise InvalidRequest(f"{path}:{lineno}: a row must be a JSON object")
-                yield lineno, obj
-        else:
-            reader = csv.DictReader(handle)
-            for row in reader:
-                yield reader.line_num, dict(row)
+        reader = csv.DictReader(handle)
+        for row in reader:
+            yield reader.line_num, dict(row)
 
 
 def _is_arm(name: str) -> bool:

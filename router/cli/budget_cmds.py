@@ -40,6 +40,16 @@ def _usd(micros: int) -> str:
     return f"${micros / 1_000_000:.6f}"
 
 
+def _windows_table(title: str, rows: list[tuple[str, int, int, int, int, str]]) -> Table:
+    """window, cap, spent, held, remaining (micro-dollars) and reset time, one row a window."""
+    table = Table(title=title)
+    for col in ("window", "cap", "spent", "held", "remaining", "resets at"):
+        table.add_column(col, overflow="fold")
+    for window, cap, spent, held, remaining, reset_at in rows:
+        table.add_row(window, _usd(cap), _usd(spent), _usd(held), _usd(remaining), reset_at)
+    return table
+
+
 def _load(tenants_file: Path | None, only: str | None) -> dict[str, Any]:
     from router.config.loader import load_tenants
     from router.config.settings import DEFAULTS_DIR
@@ -77,19 +87,18 @@ async def _show(url: str, prefix: str, tenants: dict[str, Any]) -> None:
         for name, cfg in tenants.items():
             state = await ledger.state(name, cfg.caps_micros, tz=cfg.timezone)
             pacing = state.pacing_lambda_per_usd if cfg.pacing else 0.0
-            table = Table(title=f"budget of tenant {name} ({cfg.timezone})")
-            for col in ("window", "cap", "spent", "held", "remaining", "resets at"):
-                table.add_column(col, overflow="fold")
-            for w in state.windows:
-                table.add_row(
+            rows = [
+                (
                     w.window,
-                    _usd(w.cap_micros),
-                    _usd(w.spent_micros),
-                    _usd(w.held_micros),
-                    _usd(w.remaining_micros),
+                    w.cap_micros,
+                    w.spent_micros,
+                    w.held_micros,
+                    w.remaining_micros,
                     w.reset_at.isoformat(),
                 )
-            console.print(table)
+                for w in state.windows
+            ]
+            console.print(_windows_table(f"budget of tenant {name} ({cfg.timezone})", rows))
             per_request = (
                 _usd(cfg.max_request_micros) if cfg.max_request_micros is not None else "none"
             )
@@ -114,18 +123,11 @@ def _show_grpc(address: str, api_key: str) -> None:
             client.fail(err, console)
             return
     zone = f" ({resp.timezone})" if resp.timezone else ""
-    table = Table(title=f"budget of tenant {resp.tenant}{zone}")
-    for col in ("window", "cap", "spent", "held", "remaining", "resets at"):
-        table.add_column(col, overflow="fold")
-    for w in resp.windows:
-        table.add_row(
-            w.window,
-            _usd(w.cap_micros),
-            _usd(w.spent_micros),
-            _usd(w.held_micros),
-            _usd(w.remaining_micros),
-            w.reset_at,
-        )
+    rows = [
+        (w.window, w.cap_micros, w.spent_micros, w.held_micros, w.remaining_micros, w.reset_at)
+        for w in resp.windows
+    ]
+    table = _windows_table(f"budget of tenant {resp.tenant}{zone}", rows)
     console.print(table)
     if resp.timezone:  # servers that report λ also report their zone
         per_request = _usd(resp.max_request_micros) if resp.max_request_micros else "none"

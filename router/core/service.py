@@ -12,7 +12,7 @@ import math
 import time
 import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -163,7 +163,6 @@ class RouterCore:
     hold_ttl_s: float = 300.0
     max_prompt_chars: int = 32_000
     clock: Callable[[], float] = time.time
-    _inflight: set[asyncio.Task[Any]] = field(default_factory=set, repr=False)
 
     # ---- validation -------------------------------------------------------------------
     def _check_prompt(self, prompt: str) -> None:
