@@ -14,6 +14,7 @@ from grpc_reflection.v1alpha import reflection
 
 from router.api.gen.ttc_router.v1 import router_pb2
 from router.api.servicer import SERVICE_NAME, RouterServicer, generic_handler
+from router.errors import ConfigError
 
 log = logging.getLogger("ttc_router.server")
 
@@ -109,9 +110,15 @@ async def start_server(
         reflection.SERVICE_NAME,
     )
     reflection.enable_server_reflection(names, server)
-    port = server.add_insecure_port(listen)
+    try:
+        port = server.add_insecure_port(listen)
+    except RuntimeError:  # grpc's way of saying the bind failed
+        port = 0
     if port == 0:
-        raise OSError(f"cannot listen on {listen}")
+        raise ConfigError(
+            f"cannot listen on {listen}: the address is in use or not valid; "
+            "set TTC_LISTEN to a free host:port"
+        )
     await server.start()
     running = RunningServer(server, port, health_servicer, probe, health_interval_s)
     await running.start_health_watch()

@@ -23,7 +23,7 @@ app.add_typer(config_app, name="config")
 classifier_cmds.register(app)
 app.add_typer(budget_app, name="budget")
 console = Console(soft_wrap=True)
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 Address = Annotated[
     str, typer.Option("--address", envvar="TTC_ADDRESS", help="host:port of the service")

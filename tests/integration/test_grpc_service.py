@@ -13,6 +13,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from router.api.gen.ttc_router.v1 import router_pb2 as pb
+from router.api.server import start_server
+from router.errors import ConfigError
 from router.outcomes.jsonl_sink import read_outcomes
 from tests.integration.fixtures.service import Service
 
@@ -364,3 +366,13 @@ async def test_long_prompts_sharing_a_prefix_are_told_apart(service: Service) ->
     assert float(np.dot(a, same)) > 0.9999
     # with only the first 256 tokens embedded the two would be identical
     assert float(np.dot(a, b)) < 0.95
+
+
+async def test_listening_on_a_busy_address_is_a_config_error(service: Service) -> None:
+    with pytest.raises(ConfigError, match="TTC_LISTEN"):
+        await start_server(
+            service.servicer,
+            service.address,  # the session's server holds it
+            service.runtime.health,
+            model_version=lambda: "unused",
+        )
