@@ -13,6 +13,7 @@ exceptions (``redis.exceptions.*``, ``grpc.RpcError``, ``InferenceServerExceptio
     ├── Unauthenticated              no API key, or a key that matches no tenant
     ├── PermissionDenied             the tenant may not do this (arm not allowed, not its data)
     ├── NotFound                     a decision id or tenant that does not exist
+    ├── Conflict                     a request id already used by another Generate
     ├── BudgetExceeded               the tenant's remaining budget cannot cover the reservation
     ├── Overloaded                   the server is at its concurrency limit; retry later
     ├── NoFeasibleArm                no allowed arm meets the request's hints
@@ -56,6 +57,10 @@ class PermissionDenied(RouterError):
 
 class NotFound(RouterError):
     """The named object does not exist."""
+
+
+class Conflict(RouterError):
+    """The request collides with an earlier one (a reused request id)."""
 
 
 @dataclass(frozen=True)
@@ -115,6 +120,7 @@ __all__ = [
     "BackendTimeout",
     "BudgetExceeded",
     "ConfigError",
+    "Conflict",
     "DeadlineExceeded",
     "InvalidRequest",
     "LedgerUnavailable",

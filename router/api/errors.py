@@ -20,6 +20,7 @@ STATUS_TABLE: tuple[tuple[type[e.RouterError], grpc.StatusCode], ...] = (
     (e.Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
     (e.PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
     (e.NotFound, grpc.StatusCode.NOT_FOUND),
+    (e.Conflict, grpc.StatusCode.ALREADY_EXISTS),
     (e.BudgetExceeded, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (e.Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (e.NoFeasibleArm, grpc.StatusCode.FAILED_PRECONDITION),

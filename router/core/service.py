@@ -31,6 +31,7 @@ from router.core.protocols import (
 from router.core.types import Reservation, StrategyResult, WindowState
 from router.errors import (
     BudgetExceeded,
+    Conflict,
     DeadlineExceeded,
     InvalidRequest,
     LedgerUnavailable,
@@ -250,7 +251,7 @@ class RouterCore:
         await self.decisions.remember(decision.decision_id, tenant.name, decision.arm)
         return _Plan(decision, remaining if remaining is not None else 0, fallback)
 
-    async def _reserve(self, tenant: Tenant, plan: _Plan) -> tuple[Decision, int]:
+    async def _reserve(self, tenant: Tenant, plan: _Plan) -> tuple[Decision, Reservation]:
         """Hold the decision's reservation; if refused, try the cheapest allowed arm once."""
         decision = plan.decision
         try:
@@ -262,7 +263,7 @@ class RouterCore:
             decision = replace(decision, spec=self.catalog.get(fb.arm), chosen=fb)
             res = await self._hold(tenant, decision)
             await self.decisions.remember(decision.decision_id, tenant.name, decision.arm)
-        return decision, _remaining(res.windows)
+        return decision, res
 
     async def _hold(self, tenant: Tenant, decision: Decision) -> Reservation:
         tier = decision.spec.tier
@@ -287,8 +288,8 @@ class RouterCore:
         plan = await self._decide(tenant, prompt, hints, request_id, reserving=reserve)
         if not reserve:
             return RouteResult(plan.decision, False, plan.remaining_micros)
-        decision, remaining = await self._reserve(tenant, plan)
-        return RouteResult(decision, True, remaining)
+        decision, res = await self._reserve(tenant, plan)
+        return RouteResult(decision, True, _remaining(res.windows))
 
     # ---- generation -------------------------------------------------------------------
     async def generate(
@@ -310,7 +311,15 @@ class RouterCore:
         plan = await _within(
             self._decide(tenant, prompt, hints, request_id, reserving=True), deadline
         )
-        decision, _ = await self._reserve(tenant, plan)
+        decision, res = await self._reserve(tenant, plan)
+        if res.replayed:
+            # The ledger answered an earlier request with this id (idempotent reserve); running
+            # the backend again would spend money no reservation covers. The hold is the
+            # earlier request's, so it is left alone.
+            raise Conflict(
+                f"request_id {decision.request_id!r} was already used by another Generate; "
+                "send a new request_id for a new request"
+            )
         spec = decision.spec
         backend = self.backends[spec.arm.tier]
         queue: asyncio.Queue[str | None] = asyncio.Queue()

@@ -376,3 +376,17 @@ async def test_listening_on_a_busy_address_is_a_config_error(service: Service) -
             service.runtime.health,
             model_version=lambda: "unused",
         )
+
+
+async def test_a_reused_request_id_is_already_exists(stub: Any, service: Service) -> None:
+    req = pb.GenerateRequest(prompt="What is 3*3?", request_id="grpc-reuse-1")
+    async for _ in stub.Generate(req, metadata=service.key("alpha"), timeout=30):
+        pass
+    before = await budget(stub, service, "alpha")
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        async for _ in stub.Generate(req, metadata=service.key("alpha"), timeout=30):
+            pass
+    assert info.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert "grpc-reuse-1" in (info.value.details() or "")
+    after = await budget(stub, service, "alpha")
+    assert (after.spent_micros, after.held_micros) == (before.spent_micros, before.held_micros)

@@ -82,11 +82,11 @@ class MemoryLedger:
         fail_open_micros: int | None = None,
     ) -> Reservation:
         self._check_up()
-        if (tenant, request_id) in self.holds:
+        if (tenant, request_id) in self.holds or (tenant, request_id) in self.settled:
             return Reservation(
                 tenant,
                 request_id,
-                self.holds[(tenant, request_id)],
+                self.holds.get((tenant, request_id), 0),
                 self._state(tenant, caps),
                 True,
             )

@@ -11,6 +11,7 @@ from router.core.service import Delta, GenerateResult, Hints, RouterCore
 from router.errors import (
     BackendError,
     BudgetExceeded,
+    Conflict,
     DeadlineExceeded,
     InvalidRequest,
     NotFound,
@@ -172,3 +173,23 @@ async def test_record_outcome_checks_owner() -> None:
         await core.record_outcome(tenant(), "missing", 1.0)
     with pytest.raises(InvalidRequest):
         await core.record_outcome(tenant(), did, 2.0)
+
+
+async def test_a_reused_request_id_is_refused_without_touching_the_first_hold() -> None:
+    core = make_core()
+    _, first = await run(core, "What is 17*23?", request_id="req-7")
+    spent = ledger(core).spent["acme"]
+    with pytest.raises(Conflict, match="req-7"):
+        await run(core, "What is 17*23?", request_id="req-7")
+    assert ledger(core).spent["acme"] == spent and ledger(core).holds == {}
+    # while the first is still running, a retry must not release its hold either
+    slow = make_core({"small": ScriptedBackend("small"), "big": ScriptedBackend("big", stall=True)})
+    task = asyncio.create_task(run(slow, "hello", request_id="req-8"))
+    await asyncio.sleep(0.05)
+    with pytest.raises(Conflict):
+        await run(slow, "hello", request_id="req-8")
+    assert ("acme", "req-8") in ledger(slow).holds
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert first.cost_micros > 0

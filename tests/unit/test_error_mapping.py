@@ -31,6 +31,7 @@ def test_every_error_class_has_a_status() -> None:
         (e.Unauthenticated("x"), grpc.StatusCode.UNAUTHENTICATED),
         (e.PermissionDenied("x"), grpc.StatusCode.PERMISSION_DENIED),
         (e.NotFound("x"), grpc.StatusCode.NOT_FOUND),
+        (e.Conflict("x"), grpc.StatusCode.ALREADY_EXISTS),
         (e.BudgetExceeded("x"), grpc.StatusCode.RESOURCE_EXHAUSTED),
         (e.Overloaded("x"), grpc.StatusCode.RESOURCE_EXHAUSTED),
         (e.NoFeasibleArm("x"), grpc.StatusCode.FAILED_PRECONDITION),
