@@ -15,7 +15,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -34,8 +33,7 @@ from router.config.backends import BackendsConfig
 from router.config.tenants import hash_api_key
 from router.ledger.keys import TenantKeys
 from tests.integration.fixtures.redis_server import free_port
-from tests.integration.fixtures.service import Service, write_backends
-from tests.integration.test_serve_process import wait_serving
+from tests.integration.fixtures.service import Service, spawn_serve, wait_serving, write_backends
 
 pytestmark = pytest.mark.integration
 
@@ -116,13 +114,7 @@ def start_router(work: Path, env_extra: dict[str, str], service: Service) -> Rou
         HF_HUB_OFFLINE="1",
         **env_extra,
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "router.cli.main", "serve"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = spawn_serve(env)
     return Router(proc, f"127.0.0.1:{port}")
 
 

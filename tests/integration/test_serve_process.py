@@ -4,42 +4,25 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from router.api.gen.ttc_router.v1 import router_pb2 as pb
 from router.api.gen.ttc_router.v1 import router_pb2_grpc
 from router.config.backends import BackendsConfig
 from tests.integration.fixtures.redis_server import free_port
-from tests.integration.fixtures.service import write_backends, write_tenants
+from tests.integration.fixtures.service import (
+    spawn_serve,
+    wait_serving,
+    write_backends,
+    write_tenants,
+)
 
 pytestmark = pytest.mark.integration
-
-
-def wait_serving(address: str, proc: subprocess.Popen[str], timeout_s: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    with grpc.insecure_channel(address) as ch:
-        health = health_pb2_grpc.HealthStub(ch)  # type: ignore[no-untyped-call]
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise AssertionError(
-                    f"serve exited early:\n{proc.stdout.read() if proc.stdout else ''}"
-                )
-            try:
-                r = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
-                if r.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass
-            time.sleep(0.2)
-    raise AssertionError("serve did not become SERVING in time")
 
 
 def test_serve_with_embedded_redis_drains_on_sigterm(
@@ -57,13 +40,7 @@ def test_serve_with_embedded_redis_drains_on_sigterm(
         TTC_OUTCOMES_DIR=str(tmp_path / "outcomes"),
         HF_HUB_OFFLINE="1",
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "router.cli.main", "serve"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = spawn_serve(env)
     address = f"127.0.0.1:{port}"
     try:
         wait_serving(address, proc)
