@@ -20,7 +20,8 @@ exceptions (``redis.exceptions.*``, ``grpc.RpcError``, ``InferenceServerExceptio
     ├── DeadlineExceeded             the caller's deadline ran out
     ├── Unavailable                  a dependency cannot serve now
     │   ├── BackendError             a model backend failed (connection, 5xx, bad stream)
-    │   │   └── BackendTimeout       a model backend did not answer in time
+    │   │   ├── BackendTimeout       a model backend did not answer in time
+    │   │   └── BackendUnavailable   a tier is down: breaker open, or retries used up
     │   └── LedgerUnavailable        the budget ledger (Redis) cannot be reached
     ├── ConfigError                  a configuration file or setting is invalid
     └── ModelError                   an embedder/predictor model cannot be loaded or run
@@ -96,11 +97,29 @@ class Unavailable(RouterError):
 
 
 class BackendError(Unavailable):
-    """A model backend failed."""
+    """A model backend failed.
+
+    ``retriable`` marks failures worth another attempt on the same tier (connection refused
+    or reset, HTTP 429/5xx, Triton UNAVAILABLE) as opposed to ones that would fail again
+    (a 4xx, a malformed response). ``partial_output_tokens`` counts tokens the backend had
+    already produced when it failed, so they can be charged.
+    """
+
+    def __init__(
+        self, message: str, *, retriable: bool = False, partial_output_tokens: int = 0
+    ) -> None:
+        super().__init__(message)
+        self.retriable = retriable
+        self.partial_output_tokens = partial_output_tokens
 
 
 class BackendTimeout(BackendError):
     """A model backend did not answer within the time left."""
+
+
+class BackendUnavailable(BackendError):
+    """A tier cannot take requests now: its circuit breaker is open, or every retry of a
+    retriable failure failed. The service may fall back to the tier's configured fallback."""
 
 
 class LedgerUnavailable(Unavailable):
@@ -118,6 +137,7 @@ class ModelError(RouterError):
 __all__ = [
     "BackendError",
     "BackendTimeout",
+    "BackendUnavailable",
     "BudgetExceeded",
     "ConfigError",
     "Conflict",

@@ -95,6 +95,10 @@ class OpenAICompatibleBackend:
         return self._tier
 
     @property
+    def max_n(self) -> int:
+        return self._cfg.n_per_request or 16
+
+    @property
     def limits(self) -> CallLimits:
         return self._limits
 

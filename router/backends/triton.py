@@ -109,6 +109,10 @@ class TritonBackend:
         return self._tier
 
     @property
+    def max_n(self) -> int:
+        return 1
+
+    @property
     def limits(self) -> CallLimits:
         return self._limits
 

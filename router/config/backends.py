@@ -92,6 +92,26 @@ class LatencyConfig(_Strict):
         return self.first_token_ms + self.per_token_ms * output_tokens
 
 
+class RetryConfig(_Strict):
+    """Retries of retriable failures (connection refused or reset, HTTP 429/5xx, Triton
+    UNAVAILABLE) that happen before the first token: ``max_attempts`` calls in all, waiting
+    a jittered ``base_delay_s × 2^attempt`` (at most ``max_delay_s``, never past the
+    caller's deadline) between them."""
+
+    max_attempts: int = Field(default=3, ge=1, le=10)
+    base_delay_s: float = Field(default=0.1, ge=0)
+    max_delay_s: float = Field(default=2.0, ge=0)
+
+
+class BreakerConfig(_Strict):
+    """Circuit breaker of one tier: after ``failure_threshold`` failed calls in a row it
+    opens and refuses calls for ``open_s`` seconds, then lets one trial call through
+    (half-open); a success closes it, a failure opens it again."""
+
+    failure_threshold: int = Field(default=5, ge=1)
+    open_s: float = Field(default=30.0, gt=0)
+
+
 class TierConfig(_Strict):
     """One backend tier.
 
@@ -105,9 +125,17 @@ class TierConfig(_Strict):
     cannot be reached: ``fail_closed`` refuses it (UNAVAILABLE); ``fail_open`` admits it while
     the replica's unrecorded spend for the tenant stays within ``fail_open_allowance_usd``,
     and writes the charges to the ledger once it answers again.
+    ``protocol: anthropic`` speaks the Anthropic Messages API (``POST {endpoint}/v1/messages``).
+    ``interface`` picks the Triton model's tensors: ``vllm`` (vLLM backend: ``text_input``,
+    ``sampling_parameters`` JSON) or ``trtllm`` (TensorRT-LLM ensemble: ``text_input``,
+    ``max_tokens`` INT32). ``n_per_request`` is the most samples one request may ask for
+    (OpenAI-compatible ``n``); unset means 16 for ``openai`` and 1 otherwise.
+    ``retry`` and ``breaker`` set retries and the circuit breaker; ``fallback`` names the tier
+    a request moves to when this one is down (breaker open or retries used up) before it
+    produced any output.
     """
 
-    protocol: Literal["triton", "openai"]
+    protocol: Literal["triton", "openai", "anthropic"]
     endpoint: str = Field(min_length=1)
     model: str = Field(min_length=1)
     price: PriceConfig
@@ -120,6 +148,11 @@ class TierConfig(_Strict):
     latency: LatencyConfig = LatencyConfig()
     failure_policy: Literal["fail_closed", "fail_open"] = "fail_closed"
     fail_open_allowance_usd: float = Field(default=1.0, ge=0)
+    interface: Literal["vllm", "trtllm"] = "vllm"
+    n_per_request: int | None = Field(default=None, ge=1, le=128)
+    retry: RetryConfig = RetryConfig()
+    breaker: BreakerConfig = BreakerConfig()
+    fallback: str | None = None
 
     @field_validator("prompt_template")
     @classmethod
@@ -141,8 +174,39 @@ ArmName = Annotated[str, AfterValidator(_arm_name)]
 
 
 class BackendsConfig(_Strict):
+    """``strategy_options`` maps an arm name to its strategy's options (e.g.
+    ``{"local-7b/vote@8": {"extractor": "boxed", "early_stop": "adaptive"}}``)."""
+
     tiers: dict[str, TierConfig] = Field(min_length=1)
     arms: list[ArmName] = Field(min_length=1)
+    strategy_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _references(self) -> BackendsConfig:
+        for name, tier in self.tiers.items():
+            seen = [name]
+            nxt = tier.fallback
+            while nxt is not None:
+                if nxt not in self.tiers:
+                    raise ValueError(
+                        f"tiers.{name}.fallback: {nxt!r} is not a tier "
+                        f"(tiers: {', '.join(sorted(self.tiers))})"
+                    )
+                if nxt in seen:
+                    raise ValueError(
+                        f"tiers.{name}.fallback: the chain {' -> '.join([*seen, nxt])} loops"
+                    )
+                seen.append(nxt)
+                nxt = self.tiers[nxt].fallback
+        for arm in self.strategy_options:
+            if arm not in self.arms:
+                raise ValueError(
+                    f"strategy_options: {arm!r} is not one of the arms ({', '.join(self.arms)})"
+                )
+        return self
+
+    def options_for(self, arm: str) -> dict[str, Any]:
+        return dict(self.strategy_options.get(arm, {}))
 
     @field_validator("arms")
     @classmethod

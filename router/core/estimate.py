@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 from router.core.catalog import ArmSpec
-from router.core.types import ArmPrediction
+from router.core.types import ArmPrediction, Price
 from router.policy.choose import Candidate
 
 # Tokens a chat template adds around the user's prompt, at most.
@@ -25,10 +26,24 @@ def input_token_bounds(prompt: str, wordpiece_tokens: int) -> tuple[int, int]:
 
 
 def candidate(
-    spec: ArmSpec, pred: ArmPrediction, input_expected: int, input_upper: int
+    spec: ArmSpec,
+    pred: ArmPrediction,
+    input_expected: int,
+    input_upper: int,
+    price_of: Callable[[str], Price] | None = None,
 ) -> Candidate:
-    """Price one arm. ``max_tokens`` caps each sample, so the reservation is a true bound."""
+    """Price one arm. ``max_tokens`` caps each sample, so the reservation is a true bound.
+
+    ``price_of`` gives other tiers' prices, for strategies that span tiers; without it only
+    the arm's own tier is known.
+    """
     tier = spec.tier
+
+    def own_price(name: str) -> Price:
+        if name != spec.arm.tier:
+            raise KeyError(f"no price known for tier {name!r}")
+        return tier.price.to_price()
+
     k = spec.strategy.samples
     max_tokens = min(
         tier.max_output_tokens, max(MIN_OUTPUT_TOKENS, math.ceil(pred.output_tokens_hi))
@@ -38,7 +53,9 @@ def candidate(
     expected_usd_micros = k * (
         input_expected * price.input_per_mtok + expected_out * price.output_per_mtok
     )
-    reserved = k * tier.price.to_price().micros(input_upper, max_tokens)
+    reserved = spec.strategy.reservation_micros(
+        spec.arm.tier, price_of or own_price, input_upper, max_tokens
+    )
     return Candidate(
         arm=spec.name,
         p_success=min(1.0, max(0.0, pred.p_success)),

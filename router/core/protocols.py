@@ -112,13 +112,20 @@ class Ledger(Protocol):
 
 @runtime_checkable
 class Backend(Protocol):
-    """One model tier. ``stream`` yields text deltas and ends with one ``SampleResult``.
+    """One model tier. ``stream`` yields text deltas and ends with one ``SampleResult`` per
+    sample asked for (``request.n`` of them, each tagged with its ``index``).
 
-    Failures raise ``BackendError`` (or ``BackendTimeout``); nothing else escapes.
+    ``max_n`` is the most samples one request may ask for (1 when the server cannot return
+    several choices per request). Closing the generator early cancels the request on the
+    server. Failures raise ``BackendError`` (``BackendTimeout``, ``BackendUnavailable``);
+    nothing else escapes.
     """
 
     @property
     def tier(self) -> str: ...
+
+    @property
+    def max_n(self) -> int: ...
 
     def stream(self, request: SampleRequest) -> AsyncGenerator[TextDelta | SampleResult, None]: ...
 

@@ -28,7 +28,7 @@ from router.core.protocols import (
     OutcomeSink,
     Predictor,
 )
-from router.core.types import Reservation, StrategyResult, WindowState
+from router.core.types import Price, Reservation, StrategyResult, WindowState
 from router.errors import (
     BudgetExceeded,
     Conflict,
@@ -48,6 +48,7 @@ from router.policy.choose import (
     exclusion_reason,
     utility,
 )
+from router.strategies.base import RunContext
 
 log = logging.getLogger("ttc_router.core")
 T = TypeVar("T")
@@ -213,7 +214,10 @@ class RouterCore:
         embedding = await self.embedder.embed(prompt)
         prediction = self.predictor.predict(embedding, prompt)
         in_expected, in_upper = input_token_bounds(prompt, self.count_tokens(prompt))
-        candidates = [candidate(s, prediction.arms[s.name], in_expected, in_upper) for s in specs]
+        candidates = [
+            candidate(s, prediction.arms[s.name], in_expected, in_upper, self.catalog.price_of)
+            for s in specs
+        ]
         state = await self._ledger_state(tenant)
         remaining = state.remaining_micros
         max_cost = _min_opt(_usd_to_micros(hints.max_cost_usd), tenant.config.max_request_micros)
@@ -330,11 +334,14 @@ class RouterCore:
         async def run() -> StrategyResult:
             try:
                 return await spec.strategy.run(
-                    backend,
-                    prompt,
-                    max_tokens=decision.chosen.max_tokens,
-                    timeout_s=_left(deadline),
-                    emit=emit,
+                    RunContext(
+                        backend=backend,
+                        prompt=prompt,
+                        max_tokens=decision.chosen.max_tokens,
+                        timeout_s=_left(deadline),
+                        emit=emit,
+                        backends=self.backends,
+                    )
                 )
             finally:
                 queue.put_nowait(None)
@@ -348,7 +355,7 @@ class RouterCore:
                     break
                 yield Delta(item)
             result = await task
-            cost = sum_cost(spec, result)
+            cost = sum_cost(spec, result, self.catalog.price_of)
             windows = await self.ledger.settle(
                 tenant.name,
                 decision.request_id,
@@ -463,9 +470,24 @@ class RouterCore:
         )
 
 
-def sum_cost(spec: ArmSpec, result: StrategyResult) -> int:
-    """Actual cost of a finished strategy from the token counts the backend reported."""
-    return spec.tier.price.to_price().micros(result.input_tokens, result.output_tokens)
+def sum_cost(
+    spec: ArmSpec, result: StrategyResult, price_of: Callable[[str], Price] | None = None
+) -> int:
+    """Actual cost of a finished strategy from the token counts the backends reported.
+
+    A result with per-tier ``usage`` is charged at each tier's price.
+    """
+    if not result.usage:
+        return spec.tier.price.to_price().micros(result.input_tokens, result.output_tokens)
+    total = 0
+    for u in result.usage:
+        price = spec.tier.price.to_price() if u.tier == spec.arm.tier else None
+        if price is None:
+            if price_of is None:
+                raise KeyError(f"no price known for tier {u.tier!r}")
+            price = price_of(u.tier)
+        total += price.micros(u.input_tokens, u.output_tokens)
+    return total
 
 
 def _remaining(windows: tuple[WindowState, ...]) -> int:

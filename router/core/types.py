@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from router.errors import InvalidRequest
@@ -94,31 +94,76 @@ class Reservation:
 
 @dataclass(frozen=True)
 class SampleRequest:
-    """One sample asked of a backend."""
+    """What one call asks of a backend: ``n`` samples of the same prompt.
+
+    ``n`` > 1 is only sent to a backend whose ``max_n`` allows it; the backend then tags each
+    delta and result with the sample's ``index`` (0..n-1) and yields ``n`` results.
+    ``stop`` ends a sample at the first of these strings (not included in the text).
+    ``logprobs`` asks for ``SampleResult.mean_logprob``. ``continuation`` is text the answer
+    has already produced (an assistant prefix): the backend continues from it, and the
+    result's text and tokens cover only what it adds.
+    """
 
     prompt: str
     max_tokens: int
     temperature: float = 0.0
     seed: int = 0
     timeout_s: float | None = None
+    n: int = 1
+    stop: tuple[str, ...] = ()
+    logprobs: bool = False
+    continuation: str = ""
 
 
 @dataclass(frozen=True)
 class TextDelta:
     text: str
+    index: int = 0
 
 
 @dataclass(frozen=True)
 class SampleResult:
+    """One finished sample. ``usage_estimated`` is True when the backend reported no token
+    counts and they were estimated from the text; ``mean_logprob`` is the mean per-token
+    log-probability when ``logprobs`` was asked for and the backend returned it."""
+
     text: str
     input_tokens: int
     output_tokens: int
     finish_reason: str = "stop"
+    index: int = 0
+    usage_estimated: bool = False
+    mean_logprob: float | None = None
+
+
+@dataclass(frozen=True)
+class TierUsage:
+    """Tokens one strategy run spent on one tier (samples includes cancelled ones)."""
+
+    tier: str
+    input_tokens: int
+    output_tokens: int
+    samples: int
+    estimated: bool = False
+
+
+DetailValue = str | int | float | bool
 
 
 @dataclass(frozen=True)
 class StrategyResult:
+    """The answer and everything spent to get it.
+
+    ``input_tokens``/``output_tokens``/``samples`` are totals over all tiers. ``usage`` lists
+    the spend per tier when a strategy used more than the arm's own tier (``escalate``);
+    empty means everything was spent on the arm's tier. ``detail`` is logged with the
+    outcome record (votes, agreement, early stop, escalation, …).
+    """
+
     answer: str
     input_tokens: int
     output_tokens: int
     samples: int
+    usage: tuple[TierUsage, ...] = ()
+    detail: Mapping[str, DetailValue] = field(default_factory=dict)
+    usage_estimated: bool = False

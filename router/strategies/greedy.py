@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-from router.core.protocols import Backend
 from router.core.types import SampleRequest, StrategyResult
 from router.errors import InvalidRequest
-from router.strategies.base import Emit, Strategy, collect_sample, register
+from router.strategies.base import (
+    Options,
+    RunContext,
+    Strategy,
+    check_options,
+    collect_sample,
+    register,
+)
 
 
 class Greedy(Strategy):
@@ -19,25 +25,28 @@ class Greedy(Strategy):
     def samples(self) -> int:
         return 1
 
-    async def run(
-        self,
-        backend: Backend,
-        prompt: str,
-        *,
-        max_tokens: int,
-        timeout_s: float | None,
-        emit: Emit,
-    ) -> StrategyResult:
+    async def run(self, ctx: RunContext) -> StrategyResult:
         req = SampleRequest(
-            prompt=prompt, max_tokens=max_tokens, temperature=0.0, seed=0, timeout_s=timeout_s
+            prompt=ctx.prompt,
+            max_tokens=ctx.max_tokens,
+            temperature=0.0,
+            seed=0,
+            timeout_s=ctx.timeout_s,
         )
-        result = await collect_sample(backend, req, emit)
-        return StrategyResult(result.text, result.input_tokens, result.output_tokens, 1)
+        result = await collect_sample(ctx.backend, req, ctx.emit)
+        return StrategyResult(
+            result.text,
+            result.input_tokens,
+            result.output_tokens,
+            1,
+            usage_estimated=result.usage_estimated,
+        )
 
 
-def _make(k: int | None) -> Strategy:
+def _make(k: int | None, options: Options) -> Strategy:
     if k is not None:
         raise InvalidRequest("strategy 'greedy' takes no @k")
+    check_options("greedy", options, {})
     return Greedy()
 
 

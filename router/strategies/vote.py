@@ -5,10 +5,16 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 
-from router.core.protocols import Backend
 from router.core.types import SampleRequest, SampleResult, StrategyResult
 from router.errors import InvalidRequest
-from router.strategies.base import Emit, Strategy, collect_sample, register
+from router.strategies.base import (
+    Options,
+    RunContext,
+    Strategy,
+    check_options,
+    collect_sample,
+    register,
+)
 from router.strategies.extract import extract_answer
 
 SAMPLING_TEMPERATURE = 0.7
@@ -38,22 +44,15 @@ class Vote(Strategy):
     def samples(self) -> int:
         return self.k
 
-    async def run(
-        self,
-        backend: Backend,
-        prompt: str,
-        *,
-        max_tokens: int,
-        timeout_s: float | None,
-        emit: Emit,
-    ) -> StrategyResult:
+    async def run(self, ctx: RunContext) -> StrategyResult:
+        backend, emit = ctx.backend, ctx.emit
         requests = [
             SampleRequest(
-                prompt=prompt,
-                max_tokens=max_tokens,
+                prompt=ctx.prompt,
+                max_tokens=ctx.max_tokens,
                 temperature=SAMPLING_TEMPERATURE,
                 seed=i,
-                timeout_s=timeout_s,
+                timeout_s=ctx.timeout_s,
             )
             for i in range(self.k)
         ]
@@ -74,9 +73,10 @@ class Vote(Strategy):
         )
 
 
-def _make(k: int | None) -> Strategy:
+def _make(k: int | None, options: Options) -> Strategy:
     if k is None or not 2 <= k <= 64:
         raise InvalidRequest("strategy 'vote' needs a sample count 2..64, e.g. 'vote@5'")
+    check_options("vote", options, {})
     return Vote(k)
 
 

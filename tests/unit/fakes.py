@@ -151,6 +151,10 @@ class ScriptedBackend:
     def tier(self) -> str:
         return self._tier
 
+    @property
+    def max_n(self) -> int:
+        return 1
+
     async def stream(
         self, request: SampleRequest
     ) -> AsyncGenerator[TextDelta | SampleResult, None]:
