@@ -81,11 +81,13 @@ def split_records(
     records: Sequence[OutcomeRecord], *, test_fraction: float, seed: int
 ) -> tuple[list[OutcomeRecord], list[OutcomeRecord]]:
     """(train, test) by prompt with the same seeded rule ``train`` uses."""
-    from classifier.train import split_prompts
+    from classifier.train import prompt_strata, split_prompts
 
     if not 0.0 < test_fraction < 1.0:
         raise InvalidRequest("--test-fraction must be in (0, 1)")
-    test = split_prompts([r.prompt_id for r in records], seed, test_fraction)
+    test = split_prompts(
+        [r.prompt_id for r in records], seed, test_fraction, prompt_strata(records)
+    )
     return [r for r in records if r.prompt_id not in test], [
         r for r in records if r.prompt_id in test
     ]

@@ -268,6 +268,7 @@ def build_metadata(
         "training": {
             "seed": model.seed,
             "test_fraction": model.test_fraction,
+            "split": "stratified by task and per-arm success (classifier.train.prompt_strata)",
             "refit_on_all": model.refit,
             "logistic_c": {a: model.per_arm[a].c for a in arms},
             "knn_k": model.knn.k,

@@ -22,9 +22,9 @@ adds the 90th percentile of leave-one-out residuals; arms without token counts g
 constant ``DEFAULT_TOKENS`` and are marked as not observed. Cost per call: ridge on
 ``log1p(cost in micro-dollars)``, so real per-query costs are predicted directly.
 
-``test_fraction`` of the prompts (seeded, by prompt) is held apart to measure the
-metrics stored with the model; with ``refit`` the shipped model is then fitted again on
-all prompts, its hyper-parameters chosen again by the same procedure. Deterministic for
+``test_fraction`` of the prompts (seeded, by prompt, stratified by task and per-arm
+success) is held apart to measure the metrics stored with the model; with ``refit`` the
+shipped model is then fitted again on all prompts, its hyper-parameters chosen again by the same procedure. Deterministic for
 a given seed.
 """
 
@@ -62,11 +62,11 @@ MIN_PROPENSITY = 0.01
 DEFAULT_TOKENS = 256.0
 MAX_KNN_REFERENCE = 12000
 LOGIT_CLIP = 1e-4
-_K_RE = re.compile(r"^(?:vote|best)@(\d+)$")
+_K_RE = re.compile(r"^(?:vote|best|short)@(\d+)$")
 
 
 def samples_per_call(arm: str) -> int:
-    """k for ``vote@k``/``best@k`` arms, else 1."""
+    """k for ``vote@k``/``best@k``/``short@k`` arms (k samples of one prompt), else 1."""
     m = _K_RE.match(Arm.parse(arm).strategy)
     return int(m.group(1)) if m else 1
 
@@ -318,13 +318,62 @@ def _prompts(records: Sequence[OutcomeRecord]) -> _Table:
     return _Table(ids, texts, index)
 
 
-def split_prompts(prompt_ids: Sequence[str], seed: int, test_fraction: float) -> set[str]:
-    """The held-out prompt ids: a seeded permutation of the sorted ids."""
+Stratum = tuple[str, int, tuple[int, ...]]
+
+
+def prompt_strata(records: Sequence[OutcomeRecord]) -> dict[str, Stratum]:
+    """Each prompt's stratum for splitting: its task, how many arms succeeded, and which.
+
+    An arm counts as a success on a prompt when its mean score there is at least 0.5; arms
+    are taken in sorted order, and an arm with no record for the prompt counts as -1.
+    """
+    arms = sorted({r.arm for r in records})
+    col = {a: i for i, a in enumerate(arms)}
+    sums: dict[str, list[float]] = {}
+    counts: dict[str, list[int]] = {}
+    task: dict[str, str] = {}
+    for r in records:
+        if r.prompt_id not in sums:
+            sums[r.prompt_id] = [0.0] * len(arms)
+            counts[r.prompt_id] = [0] * len(arms)
+            task[r.prompt_id] = r.task or ""
+        sums[r.prompt_id][col[r.arm]] += r.score
+        counts[r.prompt_id][col[r.arm]] += 1
+    out: dict[str, Stratum] = {}
+    for pid, total in sums.items():
+        bits = tuple(
+            -1 if n == 0 else int(t / n >= 0.5) for t, n in zip(total, counts[pid], strict=True)
+        )
+        out[pid] = (task[pid], sum(b for b in bits if b > 0), bits)
+    return out
+
+
+def split_prompts(
+    prompt_ids: Sequence[str],
+    seed: int,
+    test_fraction: float,
+    strata: Mapping[str, Stratum] | None = None,
+) -> set[str]:
+    """The held-out prompt ids, ``ceil(test_fraction × prompts)`` of them.
+
+    Without ``strata`` the ids are a seeded permutation of the sorted ids. With them (from
+    ``prompt_strata``) the split is stratified: prompts are ordered by stratum, randomly
+    within it, and every 1/test_fraction-th one is held out from a random start, so each
+    task and each arm's success rate is shared between train and test in proportion.
+    """
     ordered = sorted(set(prompt_ids))
     rng = np.random.default_rng(seed)
     perm = rng.permutation(len(ordered))
     n_test = math.ceil(test_fraction * len(ordered)) if test_fraction > 0 else 0
-    return {ordered[i] for i in perm[:n_test]}
+    if strata is None or n_test == 0:
+        return {ordered[i] for i in perm[:n_test]}
+    rank = np.empty(len(ordered), dtype=np.int64)
+    rank[perm] = np.arange(len(ordered))
+    by_stratum = sorted(range(len(ordered)), key=lambda i: (strata[ordered[i]], int(rank[i])))
+    step = len(ordered) / n_test
+    start = float(rng.random()) * step
+    picks = {by_stratum[min(len(ordered) - 1, int(start + j * step))] for j in range(n_test)}
+    return {ordered[i] for i in picks}
 
 
 def _folds(prompt_ids: Sequence[str], seed: int) -> NDArray[np.int64]:
@@ -665,7 +714,7 @@ def train(
     if len(names) != x.shape[1]:
         raise InvalidRequest(f"{len(names)} feature names for {x.shape[1]} feature columns")
 
-    test_ids = split_prompts(table.ids, seed, test_fraction)
+    test_ids = split_prompts(table.ids, seed, test_fraction, prompt_strata(used))
     train_recs = [r for r in used if r.prompt_id not in test_ids]
     test_recs = [r for r in used if r.prompt_id in test_ids]
     share = 0.5 if refit and test_recs else 1.0
@@ -841,6 +890,7 @@ __all__ = [
     "evaluate_split",
     "per_arm_metrics",
     "samples_per_call",
+    "prompt_strata",
     "split_prompts",
     "train",
 ]

@@ -117,7 +117,12 @@ def data_split(
     test_fraction: Annotated[float, typer.Option()] = 0.2,
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
-    """Split outcome records by prompt into a train and a test file (seeded)."""
+    """Split outcome records by prompt into a train and a test file (seeded).
+
+    The split is stratified by task and by which arms succeeded on each prompt, so both
+    files share each task's share and each arm's success rate; ``train`` holds apart its
+    own check split the same way.
+    """
     from classifier.jobs import read_many, split_records, write_records
 
     with _errors():
@@ -206,12 +211,148 @@ def evaluate(
         console.print(format_report(report), highlight=False)
 
 
+def simulate(
+    source: Annotated[
+        str, typer.Argument(help="mot-cascade | a folder laid out like it | FILE.jsonl of samples")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="outcome records to write (JSON Lines)")],
+    tiers: Annotated[
+        str | None,
+        typer.Option(
+            help="tier=source,... in escalation order (mot-cascade: model folder, default "
+            "cheap=llama2_13B,strong=GPT4; JSONL: the file's tier names, default all)"
+        ),
+    ] = None,
+    k: Annotated[str, typer.Option("--k", help="vote sizes, comma-separated (2..64)")] = (
+        "3,5,9,15,24"
+    ),
+    early_stop: Annotated[
+        str, typer.Option(help="early-stop rules to replay: none, decided, adaptive")
+    ] = "none,decided,adaptive",
+    confidence: Annotated[
+        float, typer.Option(help="adaptive: stop when P(leader ahead) reaches this")
+    ] = 0.95,
+    thresholds: Annotated[
+        str, typer.Option(help="cascades: escalate when the first tier's agreement is below")
+    ] = "0.6",
+    prices: Annotated[
+        str | None,
+        typer.Option(help="tier=in/out,... USD per million tokens (mot-cascade has defaults)"),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="seed of the sample orders")] = 0,
+    permutations: Annotated[
+        int, typer.Option(help="sample orders averaged per prompt and tier")
+    ] = 10,
+    limit: Annotated[int | None, typer.Option(help="replay only the first N prompts")] = None,
+    task: Annotated[
+        str | None, typer.Option(help="mot-cascade: task (gsm, crepe, ...; default gsm)")
+    ] = None,
+    variant: Annotated[
+        str | None, typer.Option(help="mot-cascade: prompt variant (pot1, cot2, ...; default pot1)")
+    ] = None,
+    data: Annotated[Path, typer.Option(help="folder of the public data sets")] = DEFAULT_DATA,
+    as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+) -> None:
+    """Replay greedy, vote@k (with early stop) and escalation cascades on stored samples.
+
+    Writes one outcome record per prompt and arm for train and eval, named as
+    the service names them: tier/greedy (the first stored sample), tier/vote@k
+    (early stop 'decided', the service's default), tier/vote-none@k,
+    tier/vote-adaptive@k, and first-tier/escalate[-none|-adaptive]-aNN@k
+    (escalate@k with threshold NN% to the last tier's greedy; both tiers are
+    paid for). Votes read the samples in --permutations seeded orders,
+    averaged; only the samples read are paid for.
+
+    JSONL samples, one line per prompt and tier: {"prompt_id", "prompt",
+    "tier" (or "arm"), "task"?, "gold" (or "reference"; not needed when every
+    sample has a score), "input_tokens"? (default: counted from the prompt),
+    "samples": [{"answer" (string/number/null; default: extracted from
+    "text"), "output_tokens"? (default: counted from "text"), "text"?,
+    "score"? (default: answer equals gold)}, ...]}.
+    """
+    from classifier.simulate.job import parse_floats, parse_ints, parse_rules, simulate_job
+    from classifier.simulate.replay import SimulationConfig
+
+    with _errors():
+        config = SimulationConfig(
+            ks=parse_ints(k, "--k"),
+            rules=parse_rules(early_stop),
+            confidence=confidence,
+            thresholds=parse_floats(thresholds, "--thresholds"),
+            permutations=permutations,
+            seed=seed,
+        )
+        with _bar("simulate") as progress:
+            _, report = simulate_job(
+                source,
+                out,
+                data_dir=data,
+                config=config,
+                tiers=_tiers(tiers),
+                prices=_prices(prices),
+                task=task,
+                variant=variant,
+                limit=limit,
+                progress=progress,
+            )
+    if as_json:
+        console.print_json(json.dumps(report))
+    else:
+        _print_simulation(report)
+
+
+def _print_simulation(report: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    tiers = ", ".join(
+        f"{t['tier']}"
+        + (f"={t['model']}" if t["model"] else "")
+        + f" ({t['samples_per_prompt']} samples, "
+        f"${t['price']['input_per_mtok']:g}/${t['price']['output_per_mtok']:g} per M tokens)"
+        for t in report["tiers"]
+    )
+    cfg = report["config"]
+    console.print(
+        f"{report['prompts']} prompts ({report['dropped_prompts']} dropped for missing samples); "
+        f"{tiers}; {cfg['permutations']} orders, seed {cfg['seed']}",
+        highlight=False,
+    )
+    table = Table()
+    table.add_column("arm", no_wrap=True)
+    for name in ("accuracy", "samples", "escal", "$/prompt", "out tok"):
+        table.add_column(name, justify="right", no_wrap=True)
+    for a in report["arms"]:
+        table.add_row(
+            a["arm"],
+            f"{a['accuracy']:.3f}",
+            f"{a['samples']:.2f}",
+            "" if a["escalated"] is None else f"{a['escalated']:.2f}",
+            f"{a['cost_usd']:.6f}",
+            f"{a['output_tokens']:.0f}",
+        )
+    # Piped output (a file, a README) gets room for the arm names; a terminal keeps its width.
+    wide = console if console.is_terminal else Console(file=console.file, width=100)
+    wide.print(table)
+    console.print(
+        "greedy: the first stored sample; vote@k: majority of k samples, early stop "
+        "'decided' (the service's default); vote-none@k, vote-adaptive@k: early stop "
+        "'none' or 'adaptive'; escalate[-rule]-aNN@k: that vote on the first tier, then the "
+        "last tier's greedy answer when the winner holds under NN% of the answering samples. "
+        "samples, $ and tokens are means per prompt; escal is the share escalated.",
+        highlight=False,
+    )
+    for note in report["skipped_arms"]:
+        console.print(f"skipped {note}", highlight=False)
+    console.print(f"wrote {report['records']} records to {report['out']}", highlight=False)
+
+
 def register(app: typer.Typer) -> None:
     """Add the commands to the ``ttc-router`` application."""
     app.add_typer(data_app, name="data")
     app.command("train")(train)
     app.command("predict")(predict)
     app.command("eval")(evaluate)
+    app.command("simulate")(simulate)
 
 
 __all__ = ["data_app", "register"]

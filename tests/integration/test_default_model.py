@@ -96,12 +96,16 @@ def test_held_out_prompts_rank_like_the_outcomes(
     (AUC), beats a constant at the held-out base rate in Brier score, and the premium arm
     is expected to do better than the 7B arm."""
     from classifier.importers import zeroeval as ze
-    from classifier.train import split_prompts
+    from classifier.train import prompt_strata, split_prompts
 
     meta = predictor.metadata
-    records = ze.import_zeroeval(count_tokens=lambda t: [1] * len(t))
+    records = [
+        r for r in ze.import_zeroeval(count_tokens=lambda t: [1] * len(t)) if r.arm in ARMS
+    ]
     ids = sorted({r.prompt_id for r in records})
-    split = split_prompts(ids, meta["training"]["seed"], meta["training"]["test_fraction"])
+    split = split_prompts(
+        ids, meta["training"]["seed"], meta["training"]["test_fraction"], prompt_strata(records)
+    )
     assert len(split) == meta["training"]["counts"]["test_prompts"]
     held = sorted(split)[::4]  # a quarter of them keeps the test quick
     text = {r.prompt_id: r.prompt for r in records}
