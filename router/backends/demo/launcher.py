@@ -1,13 +1,21 @@
 """Run the demo backends as child processes on free local ports.
 
 ``DemoBackends.start(workdir)`` starts the simulated 7B model on a real Triton server
-(PyTriton) and the demo OpenAI-compatible server, waits until both answer, and hands out a
-``BackendsConfig`` pointing at them. Each child runs in its own process group, logs to a
-file in ``workdir``, and is stopped by ``stop()`` (SIGTERM, then SIGKILL to its group).
+(PyTriton), the demo OpenAI-compatible server and the demo Anthropic Messages API server,
+waits until all answer, and hands out a ``BackendsConfig`` pointing at them: ``local-7b``
+on Triton, ``mid-32b`` on the OpenAI API, ``premium`` on the Anthropic API. Each child runs
+in its own process group, logs to a file in ``workdir``, and is stopped by ``stop()``
+(SIGTERM, then SIGKILL to its group).
 
-``python -m router.backends.demo.launcher [--workdir DIR] [--measure]`` starts both, prints
-their backends.yaml, and serves until interrupted; ``--measure`` instead streams one greedy
-answer from every tier, prints start-up and answer latencies, and stops.
+The demo Anthropic server checks an ``x-api-key``: the key is read from the environment
+variable ``TTC_DEMO_ANTHROPIC_KEY`` (``DEMO_ANTHROPIC_KEY_ENV``), which the launcher sets to
+a random key in its own process when it is not set already; the child server and the
+``premium`` tier (``api_key_env``) both read it from there.
+
+``python -m router.backends.demo.launcher [--workdir DIR] [--measure]`` starts them, prints
+their backends.yaml (and the key to export for using it elsewhere), and serves until
+interrupted; ``--measure`` instead streams one greedy answer from every tier, prints
+start-up and answer latencies, and stops.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ import asyncio
 import atexit
 import contextlib
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -25,7 +34,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -38,6 +47,8 @@ from router.errors import BackendError
 _POLL_S = 0.1
 _STOP_TIMEOUT_S = 15.0
 DEFAULT_ARMS = ("local-7b/greedy", "mid-32b/greedy", "premium/greedy")
+DEMO_ANTHROPIC_KEY_ENV = "TTC_DEMO_ANTHROPIC_KEY"
+"""The environment variable holding the demo Anthropic server's API key."""
 
 
 def free_port() -> int:
@@ -55,9 +66,10 @@ def _child_env() -> dict[str, str]:
     return env
 
 
-def _http_ok(url: str) -> bool:
+def _http_ok(url: str, headers: Mapping[str, str] | None = None) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=1.0) as resp:
+        request = urllib.request.Request(url, headers=dict(headers or {}))
+        with urllib.request.urlopen(request, timeout=1.0) as resp:
             return int(resp.status) == 200
     except (urllib.error.URLError, OSError, ValueError):
         return False
@@ -94,8 +106,11 @@ class DemoProcess:
             return ""
         return "\n".join(text.splitlines()[-lines:])
 
-    def wait_until(self, probe_url: str, timeout_s: float) -> float:
-        """Poll ``probe_url`` until it answers 200; return the seconds since the start."""
+    def wait_until(
+        self, probe_url: str, timeout_s: float, *, headers: Mapping[str, str] | None = None
+    ) -> float:
+        """Poll ``probe_url`` (sending ``headers``) until it answers 200; return the seconds
+        since the start."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if not self.alive():
@@ -104,7 +119,7 @@ class DemoProcess:
                     "before it was ready; "
                     f"log {self.log_path}:\n{self.log_tail()}"
                 )
-            if _http_ok(probe_url):
+            if _http_ok(probe_url, headers):
                 return time.monotonic() - self.started_at
             time.sleep(_POLL_S)
         self.stop()
@@ -206,10 +221,60 @@ class OpenAIDemoServer:
         self.process.stop()
 
 
+class AnthropicDemoServer:
+    """The demo Anthropic Messages API server, as a child process.
+
+    With ``api_key_env`` (default ``DEMO_ANTHROPIC_KEY_ENV``) the server requires the key
+    held by that variable; the variable is set to a random key in this process first if it
+    is unset. ``api_key_env=None`` starts it without a key check.
+    """
+
+    def __init__(self, workdir: Path, *, api_key_env: str | None = DEMO_ANTHROPIC_KEY_ENV) -> None:
+        self.port = free_port()
+        self.api_key_env = api_key_env
+        argv = [
+            sys.executable,
+            "-m",
+            "router.backends.demo.anthropic_server",
+            "--port",
+            str(self.port),
+        ]
+        if api_key_env:
+            if not os.environ.get(api_key_env):
+                os.environ[api_key_env] = f"demo-{secrets.token_urlsafe(18)}"
+            argv += ["--api-key-env", api_key_env]
+        self.process = DemoProcess(
+            "Anthropic server", argv, workdir / f"demo-anthropic-{self.port}.log"
+        )
+        self.start_seconds: float | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def wait_ready(self, timeout_s: float = 30.0) -> None:
+        """Wait until ``GET /v1/models`` answers 200 to a request carrying the key."""
+        key = os.environ.get(self.api_key_env, "") if self.api_key_env else ""
+        headers = {"anthropic-version": "2023-06-01"} | ({"x-api-key": key} if key else {})
+        self.start_seconds = self.process.wait_until(
+            f"{self.endpoint}/v1/models", timeout_s, headers=headers
+        )
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
 def demo_backends_config(
-    triton_endpoint: str, openai_endpoint: str, arms: Sequence[str] = DEFAULT_ARMS
+    triton_endpoint: str,
+    openai_endpoint: str,
+    arms: Sequence[str] = DEFAULT_ARMS,
+    *,
+    anthropic_endpoint: str | None = None,
+    anthropic_key_env: str | None = DEMO_ANTHROPIC_KEY_ENV,
 ) -> BackendsConfig:
-    """Three simulated tiers: ``local-7b`` (Triton), ``mid-32b`` and ``premium`` (OpenAI API)."""
+    """Three simulated tiers: ``local-7b`` (Triton), ``mid-32b`` (OpenAI API) and ``premium``
+    (the Anthropic API at ``anthropic_endpoint``, whose key is in ``anthropic_key_env``;
+    without an Anthropic endpoint, the OpenAI API serves ``premium`` too)."""
     mid, premium = DEMO_OPENAI_MODELS["demo-32b"], DEMO_OPENAI_MODELS["demo-premium"]
     return BackendsConfig(
         tiers={
@@ -241,8 +306,9 @@ def demo_backends_config(
                 ),
             ),
             "premium": TierConfig(
-                protocol="openai",
-                endpoint=openai_endpoint,
+                protocol="openai" if anthropic_endpoint is None else "anthropic",
+                endpoint=openai_endpoint if anthropic_endpoint is None else anthropic_endpoint,
+                api_key_env=None if anthropic_endpoint is None else anthropic_key_env,
                 model=premium.name,
                 price=PriceConfig(input_per_mtok=2.50, output_per_mtok=10.00),
                 context_window=128000,
@@ -260,13 +326,23 @@ def demo_backends_config(
 
 
 class DemoBackends:
-    """Both demo servers together; ``start`` launches them, ``stop`` ends what it launched."""
+    """The demo servers together; ``start`` launches them, ``stop`` ends what it launched.
+
+    Built by hand without an ``anthropic`` server, its config serves ``premium`` from the
+    OpenAI-compatible server instead.
+    """
 
     def __init__(
-        self, triton: TritonDemoServer, openai: OpenAIDemoServer, *, owned: bool = True
+        self,
+        triton: TritonDemoServer,
+        openai: OpenAIDemoServer,
+        anthropic: AnthropicDemoServer | None = None,
+        *,
+        owned: bool = True,
     ) -> None:
         self.triton = triton
         self.openai = openai
+        self.anthropic = anthropic
         self._owned = owned
 
     @classmethod
@@ -277,22 +353,24 @@ class DemoBackends:
         token_delay_ms: float | None = None,
         ready_timeout_s: float = 120.0,
     ) -> DemoBackends:
-        """Start both servers in parallel; wait until both answer, else raise ``BackendError``."""
+        """Start the servers in parallel; wait until all answer, else raise ``BackendError``."""
         workdir.mkdir(parents=True, exist_ok=True)
-        triton = TritonDemoServer(workdir, token_delay_ms=token_delay_ms)
+        started: list[TritonDemoServer | OpenAIDemoServer | AnthropicDemoServer] = []
         try:
+            triton = TritonDemoServer(workdir, token_delay_ms=token_delay_ms)
+            started.append(triton)
             openai = OpenAIDemoServer(workdir)
-        except BaseException:
-            triton.stop()
-            raise
-        try:
+            started.append(openai)
+            anthropic = AnthropicDemoServer(workdir)
+            started.append(anthropic)
             openai.wait_ready(min(ready_timeout_s, 30.0))
+            anthropic.wait_ready(min(ready_timeout_s, 30.0))
             triton.wait_ready(ready_timeout_s)
         except BaseException:
-            openai.stop()
-            triton.stop()
+            for server in reversed(started):
+                server.stop()
             raise
-        return cls(triton, openai)
+        return cls(triton, openai, anthropic)
 
     @property
     def triton_endpoint(self) -> str:
@@ -302,11 +380,23 @@ class DemoBackends:
     def openai_endpoint(self) -> str:
         return self.openai.endpoint
 
+    @property
+    def anthropic_endpoint(self) -> str | None:
+        return self.anthropic.endpoint if self.anthropic is not None else None
+
     def backends_config(self, arms: Sequence[str] = DEFAULT_ARMS) -> BackendsConfig:
-        return demo_backends_config(self.triton_endpoint, self.openai_endpoint, arms)
+        return demo_backends_config(
+            self.triton_endpoint,
+            self.openai_endpoint,
+            arms,
+            anthropic_endpoint=self.anthropic_endpoint,
+            anthropic_key_env=self.anthropic.api_key_env if self.anthropic else None,
+        )
 
     def stop(self) -> None:
         if self._owned:
+            if self.anthropic is not None:
+                self.anthropic.stop()
             self.openai.stop()
             self.triton.stop()
 
@@ -339,7 +429,7 @@ async def _measure_tier(name: str, cfg: TierConfig, prompt: str) -> str:
     finally:
         await backend.aclose()
     return (
-        f"{name:<9} {cfg.protocol:<7} first delta {1000 * (first or total):7.1f} ms, "
+        f"{name:<9} {cfg.protocol:<9} first delta {1000 * (first or total):7.1f} ms, "
         f"whole answer {1000 * total:7.1f} ms, {tokens} output tokens"
     )
 
@@ -355,7 +445,10 @@ async def _measure(config: BackendsConfig, prompt: str) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m router.backends.demo.launcher",
-        description="Start the simulated (demo) backends: Triton via PyTriton and an OpenAI API.",
+        description=(
+            "Start the simulated (demo) backends: Triton via PyTriton, an OpenAI API and an "
+            "Anthropic Messages API."
+        ),
     )
     parser.add_argument(
         "--workdir", type=Path, default=None, help="logs go here (default: a temp dir)"
@@ -369,9 +462,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     demo = DemoBackends.start(workdir)
     try:
+        anthropic_s = demo.anthropic.start_seconds if demo.anthropic else None
         print(
             f"demo backends ready in {time.monotonic() - started:.2f}s "
-            f"(Triton {demo.triton.start_seconds:.2f}s, OpenAI {demo.openai.start_seconds:.2f}s)",
+            f"(Triton {demo.triton.start_seconds:.2f}s, OpenAI {demo.openai.start_seconds:.2f}s, "
+            f"Anthropic {anthropic_s or 0.0:.2f}s)",
             flush=True,
         )
         if args.measure:
@@ -380,6 +475,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         import yaml
 
+        print(
+            f"# the premium tier reads its key from {DEMO_ANTHROPIC_KEY_ENV}; elsewhere run:\n"
+            f"# export {DEMO_ANTHROPIC_KEY_ENV}={os.environ.get(DEMO_ANTHROPIC_KEY_ENV, '')}",
+            flush=True,
+        )
         print(yaml.safe_dump(demo.backends_config().model_dump(mode="json"), sort_keys=False))
         stop = asyncio.Event()
 
