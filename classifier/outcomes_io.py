@@ -21,7 +21,7 @@ from router.errors import InvalidRequest
 
 _REQUIRED_STR = ("prompt_id", "prompt", "arm")
 _OPTIONAL_STR = ("task", "request_id", "tenant", "ts", "model")
-_OPTIONAL_INT = ("input_tokens", "output_tokens")
+_OPTIONAL_INT = ("input_tokens", "output_tokens", "samples")
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,9 @@ class OutcomeRecord:
     tenant: str | None = None
     ts: str | None = None
     model: str | None = None
+    samples: int | None = None
+    """Samples the arm actually drew (an early-stopped ``vote@k`` may use fewer than k);
+    not in the spec's table, read when present. Tokens per sample divide by it."""
 
     def to_json(self) -> dict[str, Any]:
         """The record as a JSON object; absent optional fields are left out."""
@@ -119,6 +122,7 @@ def parse_record(obj: object, *, where: str = "<record>") -> OutcomeRecord:
         tenant=obj.get("tenant"),
         ts=obj.get("ts"),
         model=obj.get("model"),
+        samples=obj.get("samples") or None,
     )
 
 

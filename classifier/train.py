@@ -24,8 +24,8 @@ constant ``DEFAULT_TOKENS`` and are marked as not observed. Cost per call: ridge
 
 ``test_fraction`` of the prompts (seeded, by prompt, stratified by task and per-arm
 success) is held apart to measure the metrics stored with the model; with ``refit`` the
-shipped model is then fitted again on all prompts, its hyper-parameters chosen again by the same procedure. Deterministic for
-a given seed.
+shipped model is then fitted again on all prompts, its hyper-parameters chosen again by the
+same procedure. Deterministic for a given seed.
 """
 
 from __future__ import annotations
@@ -428,8 +428,13 @@ def _per_prompt(
     return rows, np.asarray([num[i] for i in rows.tolist()]) / wsum, wsum
 
 
+def tokens_per_sample(r: OutcomeRecord, k: int) -> float:
+    """Output tokens per sample: over the samples the record says were drawn, else ``k``."""
+    return (r.output_tokens or 0) / (r.samples or k)
+
+
 def _log_tokens_per_sample(k: int) -> Callable[[OutcomeRecord], float]:
-    return lambda r: math.log(max((r.output_tokens or 0) / k, 1.0))
+    return lambda r: math.log(max(tokens_per_sample(r, k), 1.0))
 
 
 def _ridge_heads(
@@ -788,7 +793,9 @@ def per_arm_metrics(
         pa = np.asarray([p[pos[r.prompt_id], j] for r in recs])
         ya = np.asarray([r.score for r in recs])
         k = samples_per_call(a)
-        tok = [(pos[r.prompt_id], r.output_tokens / k) for r in recs if r.output_tokens is not None]
+        tok = [
+            (pos[r.prompt_id], tokens_per_sample(r, k)) for r in recs if r.output_tokens is not None
+        ]
         entry: dict[str, Any] = {
             "n": len(recs),
             "mean_score": float(ya.mean()),
@@ -889,8 +896,9 @@ __all__ = [
     "embedder_featurizer",
     "evaluate_split",
     "per_arm_metrics",
-    "samples_per_call",
     "prompt_strata",
+    "samples_per_call",
     "split_prompts",
+    "tokens_per_sample",
     "train",
 ]

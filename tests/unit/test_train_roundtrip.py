@@ -168,3 +168,19 @@ def test_single_class_arm_is_rejected() -> None:
     ]
     with pytest.raises(InvalidRequest, match=r"big/greedy.*nothing to learn"):
         train(flat, seed=0, arms=ARMS, featurize=_featurizer(by_text))
+
+
+def test_tokens_per_sample_divides_by_the_samples_drawn() -> None:
+    """An early-stopped vote records how many samples it drew; per-sample tokens use that
+    count, and fall back to the arm's k when the record has none."""
+    from classifier.outcomes_io import parse_record
+    from classifier.train import tokens_per_sample
+
+    base = {"prompt_id": "p", "prompt": "q", "arm": "a/vote@8", "score": 1, "cost_usd": 0.1}
+    early = parse_record({**base, "output_tokens": 300, "samples": 3})
+    full = parse_record({**base, "output_tokens": 800})
+    assert early.samples == 3 and full.samples is None
+    assert tokens_per_sample(early, samples_per_call(early.arm)) == 100.0
+    assert tokens_per_sample(full, samples_per_call(full.arm)) == 100.0
+    with pytest.raises(InvalidRequest, match="'samples'"):
+        parse_record({**base, "samples": -1})
