@@ -1,12 +1,27 @@
-"""Backend adapter for NVIDIA Triton serving an LLM through its vLLM backend.
+"""Backend adapter for NVIDIA Triton serving an LLM with the vLLM or TensorRT-LLM backend.
 
-Speaks the vLLM backend's tensor interface over Triton's gRPC streaming API
-(``ModelStreamInfer``): inputs ``text_input`` (BYTES [1]), ``stream``,
+Both interfaces stream over Triton's gRPC API (``ModelStreamInfer``) from a decoupled model.
+``TierConfig.interface`` picks the tensors:
+
+``vllm`` (the vLLM backend): inputs ``text_input`` (BYTES [1]), ``stream``,
 ``exclude_input_in_output``, ``return_num_input_tokens``, ``return_num_output_tokens``,
 ``return_finish_reason`` (BOOL [1]) and ``sampling_parameters`` (BYTES [1], JSON with
-``max_tokens``, ``temperature``, ``seed``); outputs ``text_output`` (BYTES, a delta per
-response when streaming), ``num_input_tokens``, ``num_output_tokens`` (UINT32, the tokens
-added by that response) and ``finish_reason`` (BYTES).
+``max_tokens``, ``temperature``, ``seed``, ``stop`` and, when log-probabilities are asked
+for, ``logprobs: 0``, which with ``return_logprobs``/``return_cumulative_logprob`` returns
+the sampled tokens' log-probabilities). Outputs ``text_output`` (a delta per response),
+``num_input_tokens``, ``num_output_tokens`` (tokens added by that response),
+``finish_reason``, ``logprobs`` (JSON, one ``{token_id: {"logprob": …}}`` per new token) and
+``cumulative_logprob``.
+
+``trtllm`` (TensorRT-LLM's ``ensemble`` model, which batches, so every tensor has a leading
+batch dimension of 1): inputs ``text_input`` (BYTES [1,1]), ``max_tokens`` (INT32 [1,1]),
+``stream`` (BOOL [1,1]), ``temperature`` (FP32 [1,1]), ``random_seed`` (UINT64 [1,1]),
+``stop_words`` (BYTES [1,N]) and ``return_log_probs`` (BOOL [1,1]); outputs ``text_output``
+(a delta per response), ``cum_log_probs`` and ``output_log_probs``. The ensemble reports
+no token counts and no finish reason, and keeps a stop word in its output.
+
+Stop strings are also applied here, to the streamed text: the text ends before the first
+one whichever backend produced it, and the request is cancelled once it is seen.
 
 The model is decoupled, so the request asks for an empty final response
 (``triton_enable_empty_final_response``) and responses are read until one carries the
@@ -23,10 +38,11 @@ import codecs
 import json
 import logging
 import math
+import re
 import struct
 import uuid
-from collections.abc import AsyncGenerator
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from router.backends.limits import CallLimits
@@ -43,6 +59,18 @@ _PROBE_TIMEOUT_S = 5.0
 _EXCERPT = 200
 _FINAL = "triton_final_response"
 
+_REJECTED = re.compile(
+    r"unknown model|not found|unexpected inference input|expected number of inputs|"
+    r"unexpected shape|unexpected (?:data ?type|datatype)|invalid argument|\binvalid\b|"
+    r"is required|not supported|unsupported|ValueError|TypeError|KeyError",
+    re.I,
+)
+"""Model errors that describe a request the server rejects: sending it again fails again."""
+
+_RETRIABLE_CODES = frozenset(
+    {"UNAVAILABLE", "RESOURCE_EXHAUSTED", "ABORTED", "INTERNAL", "UNKNOWN"}
+)
+
 
 def _excerpt(text: str) -> str:
     """A short one-line form of a server message; a Python traceback becomes its last line."""
@@ -53,10 +81,13 @@ def _excerpt(text: str) -> str:
     return text if len(text) <= _EXCERPT else text[: _EXCERPT - 1] + "…"
 
 
-def _bytes_element(value: str) -> bytes:
-    """One element of a Triton BYTES tensor: 4-byte little-endian length, then the bytes."""
-    raw = value.encode("utf-8")
-    return struct.pack("<I", len(raw)) + raw
+def _bytes_elements(values: Iterable[str]) -> bytes:
+    """A Triton BYTES tensor: each element a 4-byte little-endian length, then its bytes."""
+    out = b""
+    for value in values:
+        raw = value.encode("utf-8")
+        out += struct.pack("<I", len(raw)) + raw
+    return out
 
 
 def _grpc_target(endpoint: str) -> str:
@@ -68,24 +99,137 @@ def estimate_tokens(text: str) -> int:
     return math.ceil(len(text) / 4) if text else 0
 
 
+class StopScanner:
+    """Cuts streamed text before the first of some stop strings.
+
+    ``feed`` returns the text that is safe to pass on: it holds back a tail that could be the
+    start of a stop string until the next chunk decides it. After a stop string is seen,
+    ``hit`` is True and nothing more is passed on.
+    """
+
+    def __init__(self, stops: Sequence[str]) -> None:
+        self._stops = tuple(s for s in stops if s)
+        self._longest = max((len(s) for s in self._stops), default=0)
+        self._pending = ""
+        self.hit = False
+
+    def feed(self, chunk: str) -> str:
+        if self.hit:
+            return ""
+        if not self._stops:
+            return chunk
+        text = self._pending + chunk
+        found = [i for i in (text.find(s) for s in self._stops) if i >= 0]
+        if found:
+            self.hit = True
+            self._pending = ""
+            return text[: min(found)]
+        keep = 0
+        for k in range(min(len(text), self._longest - 1), 0, -1):
+            if any(s.startswith(text[-k:]) for s in self._stops):
+                keep = k
+                break
+        self._pending = text[len(text) - keep :]
+        return text[: len(text) - keep]
+
+    def flush(self) -> str:
+        """What is still held back, once the stream has ended without a stop string."""
+        rest, self._pending = ("" if self.hit else self._pending), ""
+        return rest
+
+
 @dataclass(frozen=True)
 class _Outputs:
+    """What one streamed response carries, in either interface."""
+
     text: bytes
-    input_tokens: int | None
-    output_tokens: int | None
-    finish: str | None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    finish: str | None = None
+    logprobs: tuple[float, ...] = ()
+    cumulative_logprob: float | None = None
+
+
+@dataclass
+class _Progress:
+    """What a stream has produced so far."""
+
+    steps: int = 0
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    finish: str | None = None
+    logprobs: list[float] = field(default_factory=list)
+    cumulative_logprob: float | None = None
+
+    def add(self, out: _Outputs) -> None:
+        self.steps += 1
+        if out.input_tokens is not None:
+            self.input_tokens = out.input_tokens
+        if out.output_tokens is not None:
+            self.output_tokens = (self.output_tokens or 0) + out.output_tokens
+        self.finish = out.finish or self.finish
+        self.logprobs.extend(out.logprobs)
+        if out.cumulative_logprob is not None:
+            self.cumulative_logprob = out.cumulative_logprob
+
+    @property
+    def tokens_so_far(self) -> int:
+        """Output tokens produced: as reported, else one per streamed response."""
+        return self.output_tokens if self.output_tokens is not None else self.steps
+
+
+def _flat_floats(array: Any) -> tuple[float, ...]:
+    if array is None:
+        return ()
+    flat = array.reshape(-1)
+    if flat.dtype.kind in ("O", "S", "U"):
+        values = []
+        for v in flat:
+            try:
+                values.append(float(bytes(v).decode() if isinstance(v, bytes) else v))
+            except ValueError:
+                continue
+        return tuple(values)
+    return tuple(float(v) for v in flat)
+
+
+def _vllm_logprobs(array: Any) -> tuple[float, ...]:
+    """The sampled tokens' log-probabilities from the vLLM backend's ``logprobs`` output."""
+    if array is None:
+        return ()
+    values: list[float] = []
+    for element in array.reshape(-1):
+        raw = bytes(element).decode("utf-8", "replace")
+        entries = json.loads(raw)
+        if not isinstance(entries, list):
+            continue  # "null": the sampling parameters asked for none
+        for position in entries:
+            if isinstance(position, dict) and position:
+                first = next(iter(position.values()))
+                if isinstance(first, dict) and isinstance(first.get("logprob"), int | float):
+                    values.append(float(first["logprob"]))
+    return tuple(values)
 
 
 class TritonBackend:
-    """One tier served by Triton's vLLM backend (``protocol: triton``).
+    """One tier served by Triton with the vLLM backend or a TensorRT-LLM ensemble
+    (``protocol: triton``, ``interface: vllm | trtllm``).
 
     ``cfg.endpoint`` is Triton's gRPC ``host:port``, ``cfg.model`` the Triton model name.
-    ``prompt_template`` wraps the prompt before it is sent (the vLLM backend does not apply a
-    chat template); ``"{prompt}"`` is replaced by the prompt text.
+    ``prompt_template`` wraps the prompt before it is sent (neither backend applies a chat
+    template); ``"{prompt}"`` is replaced by the prompt text, and a request's
+    ``continuation`` (an assistant prefix) is appended right after it. The returned text is
+    only what the model adds.
 
     Token counts are the ones Triton reports (``num_input_tokens``; the sum of the
-    per-response ``num_output_tokens``). A server too old to report them gets an estimate of
-    one token per four characters, and a warning is logged.
+    per-response ``num_output_tokens``). When the server reports none (TensorRT-LLM's
+    ensemble never does) the result says ``usage_estimated``: input tokens are estimated at
+    four characters a token, output tokens as one per streamed response (both backends
+    stream one response per generated token).
+
+    One sample per request (``max_n`` is 1). Errors: connection refused, UNAVAILABLE and
+    engine failures are retriable ``BackendError``; an unknown model or a rejected request
+    is not; a failure after output started carries ``partial_output_tokens``.
     """
 
     def __init__(self, tier: str, cfg: TierConfig, *, prompt_template: str = "{prompt}") -> None:
@@ -97,6 +241,7 @@ class TritonBackend:
             raise ConfigError(f"tier {tier!r}: prompt_template must contain '{{prompt}}'")
         self._tier = tier
         self._cfg = cfg
+        self._interface = cfg.interface
         self._target = _grpc_target(cfg.endpoint)
         self._template = prompt_template
         self._limits = CallLimits(tier, cfg)
@@ -119,7 +264,7 @@ class TritonBackend:
     def __repr__(self) -> str:
         return (
             f"TritonBackend(tier={self._tier!r}, target={self._target!r}, "
-            f"model={self._cfg.model!r})"
+            f"model={self._cfg.model!r}, interface={self._interface!r})"
         )
 
     def _connect(self) -> Any:
@@ -141,6 +286,53 @@ class TritonBackend:
             self._stub = service_pb2_grpc.GRPCInferenceServiceStub(self._channel)
         return self._stub
 
+    def _text_input(self, request: SampleRequest) -> str:
+        return self._template.replace("{prompt}", request.prompt) + request.continuation
+
+    def _vllm_tensors(
+        self, request: SampleRequest, max_tokens: int
+    ) -> list[tuple[str, str, list[int], bytes]]:
+        sampling: dict[str, Any] = {
+            "max_tokens": max_tokens,
+            "temperature": float(request.temperature),
+            "seed": int(request.seed),
+        }
+        if request.stop:
+            sampling["stop"] = list(request.stop)
+        if request.logprobs:
+            sampling["logprobs"] = 0
+        flags = [
+            "stream",
+            "exclude_input_in_output",
+            "return_num_input_tokens",
+            "return_num_output_tokens",
+            "return_finish_reason",
+        ]
+        if request.logprobs:
+            flags += ["return_logprobs", "return_cumulative_logprob"]
+        return [
+            ("text_input", "BYTES", [1], _bytes_elements([self._text_input(request)])),
+            ("sampling_parameters", "BYTES", [1], _bytes_elements([json.dumps(sampling)])),
+            *((name, "BOOL", [1], b"\x01") for name in flags),
+        ]
+
+    def _trtllm_tensors(
+        self, request: SampleRequest, max_tokens: int
+    ) -> list[tuple[str, str, list[int], bytes]]:
+        tensors = [
+            ("text_input", "BYTES", [1, 1], _bytes_elements([self._text_input(request)])),
+            ("max_tokens", "INT32", [1, 1], struct.pack("<i", max_tokens)),
+            ("stream", "BOOL", [1, 1], b"\x01"),
+            ("temperature", "FP32", [1, 1], struct.pack("<f", float(request.temperature))),
+            ("random_seed", "UINT64", [1, 1], struct.pack("<Q", request.seed % 2**64)),
+        ]
+        stops = [s for s in request.stop if s]
+        if stops:
+            tensors.append(("stop_words", "BYTES", [1, len(stops)], _bytes_elements(stops)))
+        if request.logprobs:
+            tensors.append(("return_log_probs", "BOOL", [1, 1], b"\x01"))
+        return tensors
+
     def _infer_request(self, request: SampleRequest, max_tokens: int) -> Any:
         from tritonclient.grpc import service_pb2
 
@@ -148,48 +340,55 @@ class TritonBackend:
             model_name=self._cfg.model, id=f"{self._tier}-{uuid.uuid4().hex[:16]}"
         )
         msg.parameters["triton_enable_empty_final_response"].bool_param = True
-        sampling = {
-            "max_tokens": max_tokens,
-            "temperature": float(request.temperature),
-            "seed": int(request.seed),
-        }
-        tensors: list[tuple[str, str, bytes]] = [
-            (
-                "text_input",
-                "BYTES",
-                _bytes_element(self._template.replace("{prompt}", request.prompt)),
-            ),
-            ("stream", "BOOL", b"\x01"),
-            ("sampling_parameters", "BYTES", _bytes_element(json.dumps(sampling))),
-            ("exclude_input_in_output", "BOOL", b"\x01"),
-            ("return_num_input_tokens", "BOOL", b"\x01"),
-            ("return_num_output_tokens", "BOOL", b"\x01"),
-            ("return_finish_reason", "BOOL", b"\x01"),
-        ]
-        for name, datatype, raw in tensors:
+        tensors = (
+            self._trtllm_tensors(request, max_tokens)
+            if self._interface == "trtllm"
+            else self._vllm_tensors(request, max_tokens)
+        )
+        for name, datatype, shape, raw in tensors:
             tensor = msg.inputs.add()
             tensor.name = name
             tensor.datatype = datatype
-            tensor.shape.append(1)
+            tensor.shape.extend(shape)
             msg.raw_input_contents.append(raw)
         return msg
 
-    def _rpc_error(self, exc: Exception) -> BackendError:
+    def _rpc_error(self, exc: Exception, partial: int) -> BackendError:
         import grpc
 
         if isinstance(exc, grpc.aio.AioRpcError):
             code = exc.code()
             details = _excerpt(exc.details() or "")
             if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-                return BackendTimeout(f"tier {self._tier!r}: Triton deadline exceeded ({details})")
+                return BackendTimeout(
+                    f"tier {self._tier!r}: Triton deadline exceeded ({details})",
+                    partial_output_tokens=partial,
+                )
             if code == grpc.StatusCode.UNAVAILABLE:
                 return BackendError(
-                    f"tier {self._tier!r}: Triton at {self._target} is unavailable ({details})"
+                    f"tier {self._tier!r}: Triton at {self._target} is unavailable ({details})",
+                    retriable=True,
+                    partial_output_tokens=partial,
                 )
             return BackendError(
-                f"tier {self._tier!r}: Triton stream failed: {code.name}: {details}"
+                f"tier {self._tier!r}: Triton stream failed: {code.name}: {details}",
+                retriable=code.name in _RETRIABLE_CODES,
+                partial_output_tokens=partial,
             )
-        return BackendError(f"tier {self._tier!r}: Triton stream failed: {type(exc).__name__}")
+        return BackendError(
+            f"tier {self._tier!r}: Triton stream failed: {type(exc).__name__}",
+            retriable=True,
+            partial_output_tokens=partial,
+        )
+
+    def _model_error(self, message: str, partial: int) -> BackendError:
+        """A response's ``error_message``: rejected requests are final, engine failures not."""
+        excerpt = _excerpt(message)
+        return BackendError(
+            f"tier {self._tier!r}: Triton model {self._cfg.model!r} failed: {excerpt}",
+            retriable=_REJECTED.search(excerpt) is None,
+            partial_output_tokens=partial,
+        )
 
     async def stream(
         self, request: SampleRequest
@@ -201,87 +400,136 @@ class TritonBackend:
         """
         import grpc
 
+        if request.n != 1:
+            raise BackendError(
+                f"tier {self._tier!r}: Triton serves one sample per request (max_n=1), "
+                f"not n={request.n}"
+            )
         if request.max_tokens < 1:
             raise BackendError(f"tier {self._tier!r}: max_tokens must be at least 1")
         max_tokens = min(request.max_tokens, self._cfg.max_output_tokens)
         deadline, budget = self._limits.deadline(request)
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        stops = StopScanner(request.stop)
+        progress = _Progress()
+        parts: list[str] = []
         async with self._limits.slot(deadline, budget):
             stub = self._connect()
             call = stub.ModelStreamInfer(
                 iter([self._infer_request(request, max_tokens)]),
                 timeout=max(0.001, self._limits.remaining(deadline)),
             )
-            decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-            parts: list[str] = []
-            input_tokens: int | None = None
-            output_tokens: int | None = None
-            finish: str | None = None
             try:
-                while True:
+                while not stops.hit:
                     try:
                         msg = await self._limits.within(
                             deadline, budget, call.read(), "streaming from Triton"
                         )
-                    except BackendError:
+                    except BackendError as exc:
+                        exc.partial_output_tokens = max(
+                            exc.partial_output_tokens, progress.tokens_so_far
+                        )
                         raise
-                    except grpc.aio.AioRpcError as exc:
-                        raise self._rpc_error(exc) from None
                     except Exception as exc:
-                        raise self._rpc_error(exc) from None
+                        raise self._rpc_error(exc, progress.tokens_so_far) from None
                     if msg is grpc.aio.EOF:  # type: ignore[attr-defined]
                         raise BackendError(
                             f"tier {self._tier!r}: Triton closed the stream before the "
-                            "final response"
+                            "final response",
+                            retriable=True,
+                            partial_output_tokens=progress.tokens_so_far,
                         )
                     if msg.error_message:
-                        raise BackendError(
-                            f"tier {self._tier!r}: Triton model {self._cfg.model!r} failed: "
-                            f"{_excerpt(msg.error_message)}"
-                        )
+                        raise self._model_error(msg.error_message, progress.tokens_so_far)
                     response = msg.infer_response
                     if response.outputs:
                         out = self._decode(response)
-                        chunk = decoder.decode(out.text)
+                        progress.add(out)
+                        chunk = stops.feed(decoder.decode(out.text))
                         if chunk:
                             parts.append(chunk)
                             yield TextDelta(chunk)
-                        if out.input_tokens is not None:
-                            input_tokens = out.input_tokens
-                        if out.output_tokens is not None:
-                            output_tokens = (output_tokens or 0) + out.output_tokens
-                        finish = out.finish or finish
                     if _FINAL in response.parameters and response.parameters[_FINAL].bool_param:
                         break
             finally:
                 if not call.done():
                     call.cancel()
-        tail = decoder.decode(b"", final=True)
+        tail = "" if stops.hit else stops.feed(decoder.decode(b"", final=True)) + stops.flush()
         if tail:
             parts.append(tail)
             yield TextDelta(tail)
-        text = "".join(parts)
-        if finish == "abort":
-            raise BackendError(f"tier {self._tier!r}: Triton aborted the request")
-        if input_tokens is None or output_tokens is None:
-            log.warning(
-                "tier %r: Triton reported no token counts; estimating 4 characters a token",
-                self._tier,
+        if progress.finish == "abort":
+            raise BackendError(
+                f"tier {self._tier!r}: Triton aborted the request",
+                retriable=True,
+                partial_output_tokens=progress.tokens_so_far,
             )
-        prompt_tokens = (
-            input_tokens if input_tokens is not None else estimate_tokens(request.prompt)
+        yield self._result(request, "".join(parts), progress, max_tokens, stops.hit)
+
+    def _result(
+        self,
+        request: SampleRequest,
+        text: str,
+        progress: _Progress,
+        max_tokens: int,
+        stopped: bool,
+    ) -> SampleResult:
+        estimated = progress.input_tokens is None or progress.output_tokens is None
+        if estimated and self._interface == "vllm":
+            log.warning("tier %r: Triton reported no token counts; estimating them", self._tier)
+        input_tokens = (
+            progress.input_tokens
+            if progress.input_tokens is not None
+            else estimate_tokens(self._text_input(request))
         )
-        completion_tokens = output_tokens if output_tokens is not None else estimate_tokens(text)
+        output_tokens = progress.tokens_so_far
+        finish = "stop" if stopped else progress.finish
         if finish is None:
-            finish = "length" if completion_tokens >= max_tokens else "stop"
-        yield SampleResult(text, prompt_tokens, completion_tokens, finish)
+            finish = "length" if output_tokens >= max_tokens else "stop"
+        return SampleResult(
+            text,
+            input_tokens,
+            output_tokens,
+            finish,
+            usage_estimated=estimated,
+            mean_logprob=self._mean_logprob(request, progress, output_tokens),
+        )
+
+    def _mean_logprob(
+        self, request: SampleRequest, progress: _Progress, output_tokens: int
+    ) -> float | None:
+        """Mean log-probability of the generated tokens, when they were asked for.
+
+        vLLM: the per-token values, else the cumulative one over the tokens. TensorRT-LLM: the
+        cumulative value over the tokens, else the per-token values.
+        """
+        if not request.logprobs:
+            return None
+        per_token = sum(progress.logprobs) / len(progress.logprobs) if progress.logprobs else None
+        cumulative = (
+            progress.cumulative_logprob / output_tokens
+            if progress.cumulative_logprob is not None and output_tokens > 0
+            else None
+        )
+        if self._interface == "trtllm":
+            return cumulative if cumulative is not None else per_token
+        return per_token if per_token is not None else cumulative
 
     def _decode(self, response: Any) -> _Outputs:
-        """The vLLM backend's output tensors of one streamed response."""
+        """The output tensors of one streamed response."""
         from tritonclient.grpc import InferResult
 
         try:
             result = InferResult(response)
             text = result.as_numpy("text_output")
+            raw = b"".join(bytes(x) for x in text.reshape(-1)) if text is not None else b""
+            if self._interface == "trtllm":
+                cum = _flat_floats(result.as_numpy("cum_log_probs"))
+                return _Outputs(
+                    text=raw,
+                    logprobs=_flat_floats(result.as_numpy("output_log_probs")),
+                    cumulative_logprob=cum[-1] if cum else None,
+                )
             n_in = result.as_numpy("num_input_tokens")
             n_out = result.as_numpy("num_output_tokens")
             reason = result.as_numpy("finish_reason")
@@ -289,16 +537,21 @@ class TritonBackend:
             if reason is not None and reason.size:
                 value = bytes(reason.reshape(-1)[0]).decode("utf-8", "replace")
                 finish = value if value not in ("", "None") else None
+            cum = _flat_floats(result.as_numpy("cumulative_logprob"))
             return _Outputs(
-                text=b"".join(bytes(x) for x in text.reshape(-1)) if text is not None else b"",
+                text=raw,
                 input_tokens=int(n_in.reshape(-1)[0]) if n_in is not None and n_in.size else None,
                 output_tokens=int(n_out.sum()) if n_out is not None else None,
                 finish=finish,
+                logprobs=_vllm_logprobs(result.as_numpy("logprobs")),
+                cumulative_logprob=cum[-1] if cum else None,
             )
         except Exception as exc:
             raise BackendError(
                 f"tier {self._tier!r}: Triton sent a response the adapter cannot read "
-                f"({type(exc).__name__}); is {self._cfg.model!r} a vLLM-backend model?"
+                f"({type(exc).__name__}); is {self._cfg.model!r} a "
+                f"{'TensorRT-LLM ensemble' if self._interface == 'trtllm' else 'vLLM-backend'}"
+                " model?"
             ) from None
 
     async def ready(self) -> bool:

@@ -13,10 +13,20 @@ from router.backends.demo.answers import (
     DEMO_OPENAI_MODELS,
     DEMO_TRITON_MODEL,
     FAULT_MID_STREAM,
+    FAULT_SLOW,
+    MAX_RECOGNISED_CONTINUATION,
+    ScriptedSample,
+    continue_from,
     count_tokens,
+    fault_http_status,
     find_expression,
+    flaky_failures,
     format_number,
+    generate,
+    scripted_samples,
     simulate,
+    split_continuation,
+    strip_markers,
     tokenize,
 )
 
@@ -245,3 +255,112 @@ def test_fault_markers_do_not_change_the_answer() -> None:
 def test_skill_must_be_a_probability() -> None:
     with pytest.raises(ValueError, match="skill"):
         simulate("hi", skill=1.5)
+
+
+# ---------------------------------------------------------------------------------------
+# markers, generation (stop, max_tokens, continuation, log-probabilities)
+
+
+def test_markers_are_read_and_removed() -> None:
+    prompt = "What is 2+2? [demo-fault:http-429] [demo-fault:flaky-3] [demo-samples:4, 5@slow]"
+    assert fault_http_status(prompt) == 429
+    assert flaky_failures(prompt) == 3
+    assert scripted_samples(prompt) == (ScriptedSample("4"), ScriptedSample("5", slow=True))
+    assert strip_markers(prompt) == "What is 2+2?"
+    assert fault_http_status("What is 2+2?") is None
+    assert flaky_failures("What is 2+2?") == 0
+    assert scripted_samples("What is 2+2?") == ()
+    for marker in ("[demo-fault:http-500]", "[demo-fault:flaky-2]", FAULT_SLOW):
+        assert simulate(f"Explain rivers {marker}", skill=WEAK) == simulate(
+            "Explain rivers", skill=WEAK
+        )
+
+
+def test_scripted_samples_cycle_with_the_seed_whatever_the_temperature() -> None:
+    prompt = "What is 17*23? [demo-samples:391,390@slow,12]"
+    answers = [simulate(prompt, skill=WEAK, seed=s, temperature=0.0) for s in range(5)]
+    assert [final_answer(a.text) for a in answers] == ["391", "390", "12", "391", "390"]
+    assert [a.slow for a in answers] == [False, True, False, False, True]
+    assert [a.correct for a in answers[:3]] == [True, False, False]  # checked against 17*23
+    free = simulate("Name a colour [demo-samples:red]", skill=WEAK)
+    assert final_answer(free.text) == "red" and free.correct is None
+
+
+def test_stop_strings_cut_the_generation() -> None:
+    prompt = "What is 17*23?"
+    full = simulate(prompt, skill=STRONG)
+    cut = generate(prompt, skill=STRONG, stop=(" + ", " ="))
+    assert cut.text == full.text[: full.text.index(" =")]
+    assert cut.finish == "stop" and cut.stopped_by == " ="
+    # the tokens up to the one completing the stop string count, even those left out
+    assert cut.output_tokens == len(cut.logprobs) == len(tokenize(cut.text)) + 1
+    assert cut.pieces[-1] == ""
+    kept = generate(prompt, skill=STRONG, stop=(" =",), include_stop=True)
+    assert kept.text == full.text[: full.text.index(" =") + 2]
+    assert kept.output_tokens == cut.output_tokens
+    assert generate(prompt, skill=STRONG, stop=("",)).text == full.text
+
+
+def test_max_tokens_wins_over_a_later_stop_string() -> None:
+    prompt = TEXT_PROMPTS[1]
+    gen = generate(prompt, skill=WEAK, max_tokens=5, stop=("Taken together",))
+    assert gen.pieces == simulate(prompt, skill=WEAK).tokens[:5]
+    assert gen.finish == "length"
+
+
+def test_continuation_picks_up_the_models_own_answer() -> None:
+    prompt = "What is 17*23?"
+    full = simulate(prompt, skill=STRONG).text
+    rest = continue_from(simulate(prompt, skill=STRONG), full[:20])
+    assert full[:20] + rest.text == full
+    assert "".join(rest.tokens) == rest.text and rest.correct is True
+    foreign = continue_from(simulate(prompt, skill=STRONG), "Hmm, let me see")
+    assert foreign.text == "\n\n" + full
+    assert continue_from(simulate(prompt, skill=STRONG), "Sure: ").text == full
+
+
+FEW_SHOT = "".join(f"Question: What is {i} plus {i + 3}? Answer: {2 * i + 3}.\n" for i in range(60))
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    [p for p, _ in ARITHMETIC]
+    + TEXT_PROMPTS
+    + [
+        "Which planet is largest?\nA) Mars\nB) Jupiter\nC) Venus",
+        "What is 7 / 0?",
+        "What is 2+2? [demo-samples:4,5]",
+        FEW_SHOT + "Question: Who painted the ceiling of the Sistine Chapel?",
+        "Caching layers in large distributed web systems",
+    ],
+)
+def test_a_prefix_appended_to_the_prompt_is_recognised(prompt: str) -> None:
+    full = simulate(prompt, skill=WEAK).text
+    assert split_continuation(prompt, skill=WEAK) == (prompt, "")  # no false prefix
+    for n in (1, 9, 30, len(full) // 2, len(full) - 1):
+        if n <= MAX_RECOGNISED_CONTINUATION:
+            assert split_continuation(prompt + full[:n], skill=WEAK) == (prompt, full[:n])
+
+
+def test_logprobs_are_higher_for_right_answers() -> None:
+    prompt = "What is 4821 * 7733?"
+    right, wrong = [], []
+    for seed in range(30):
+        gen = generate(prompt, skill=WEAK, seed=seed, temperature=0.8)
+        assert len(gen.logprobs) == gen.output_tokens
+        assert all(lp < 0 for lp in gen.logprobs)
+        mean = sum(gen.logprobs) / len(gen.logprobs)
+        (right if gen.answer.correct else wrong).append(mean)
+    assert right and wrong
+    assert min(right) > max(wrong)
+    again = generate(prompt, skill=WEAK, seed=3, temperature=0.8)
+    assert again.logprobs == generate(prompt, skill=WEAK, seed=3, temperature=0.8).logprobs
+
+
+def test_a_prefix_of_a_sampled_answer_opening_with_the_topic_is_recognised() -> None:
+    prompt = "Explain caching."
+    full = simulate(prompt, skill=WEAK, seed=1, temperature=0.7).text
+    assert full.startswith("Caching is easiest to follow")
+    for n in (3, 40, 300):
+        split = split_continuation(prompt + full[:n], skill=WEAK, seed=1, temperature=0.7)
+        assert split == (prompt, full[:n])

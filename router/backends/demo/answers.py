@@ -14,6 +14,26 @@ harder checkable prompts wrong (an arithmetic slip, another option). The outcome
 pure function of (prompt, skill, seed, temperature): at temperature 0 the seed is ignored
 (greedy), at temperature > 0 each seed is an independent sample, so majority voting over
 several samples behaves as it does with a real model.
+
+``generate`` is what the demo servers stream: the answer after an assistant prefix
+(``continuation``), cut at ``stop`` strings and ``max_tokens``, with a made-up log-probability
+per token (higher for right answers than for wrong ones, so confidence-weighted strategies
+have something to weigh).
+
+Markers in a prompt steer the demo servers for tests; they are removed before the prompt is
+answered, so they never change the answer text:
+
+* ``[demo-samples:391,391,390@slow]`` scripts the samples: the sample with seed (plus choice
+  index, for an OpenAI request with ``n`` > 1) ``i`` answers the ``i``-th listed value,
+  cycling, whatever the temperature; ``@slow`` makes that sample stream ten times slower.
+* ``[demo-fault:mid-stream]``: fail after ``FAULT_AFTER_TOKENS`` streamed tokens.
+* ``[demo-fault:unavailable]``: refuse the request (HTTP 503 / a Triton model error).
+* ``[demo-fault:http-<status>]``: answer with that HTTP status (500, 429, 400 …); on Triton a
+  4xx status is a rejected request and anything else an engine failure.
+* ``[demo-fault:flaky-<n>]``: the first ``n`` requests carrying exactly this prompt fail
+  (HTTP 503 / a Triton model error); later ones are answered. Each server counts per prompt.
+* ``[demo-fault:slow]``: stream ``FAULT_AFTER_TOKENS`` tokens at the usual speed, then one
+  token every ``SLOW_FAULT_TOKEN_S`` seconds, far slower than any test deadline.
 """
 
 from __future__ import annotations
@@ -23,6 +43,7 @@ import hashlib
 import math
 import random
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal, localcontext
 from fractions import Fraction
@@ -54,7 +75,60 @@ FAULT_UNAVAILABLE = "[demo-fault:unavailable]"
 """A prompt containing this makes every demo server refuse the request (HTTP 503 / error)."""
 
 FAULT_AFTER_TOKENS = 3
-"""How many tokens a demo server streams before a mid-stream fault."""
+"""How many tokens a demo server streams before a mid-stream fault (or before slowing down)."""
+
+FAULT_SLOW = "[demo-fault:slow]"
+"""A prompt containing this streams a few tokens, then slows to ``SLOW_FAULT_TOKEN_S`` a token."""
+
+SLOW_FAULT_TOKEN_S = 5.0
+"""Seconds per token after the first few, for ``FAULT_SLOW``."""
+
+SLOW_SAMPLE_FACTOR = 10.0
+"""How much slower a scripted ``@slow`` sample streams than the model's usual pace."""
+
+_MARKER = re.compile(r"\[demo-(?:fault|samples):[^\]\[]*\]")
+_HTTP_FAULT = re.compile(r"\[demo-fault:http-(\d{3})\]")
+_FLAKY_FAULT = re.compile(r"\[demo-fault:flaky-(\d{1,6})\]")
+_SAMPLES = re.compile(r"\[demo-samples:([^\]\[]*)\]")
+
+
+def fault_http_status(prompt: str) -> int | None:
+    """The status a ``[demo-fault:http-<status>]`` marker asks for, or ``None``."""
+    m = _HTTP_FAULT.search(prompt)
+    return int(m.group(1)) if m else None
+
+
+def flaky_failures(prompt: str) -> int:
+    """How many requests a ``[demo-fault:flaky-<n>]`` marker makes fail (0 without one)."""
+    m = _FLAKY_FAULT.search(prompt)
+    return int(m.group(1)) if m else 0
+
+
+@dataclass(frozen=True)
+class ScriptedSample:
+    """One value of a ``[demo-samples:…]`` marker."""
+
+    value: str
+    slow: bool = False
+
+
+def scripted_samples(prompt: str) -> tuple[ScriptedSample, ...]:
+    """The values of the prompt's ``[demo-samples:v1,v2@slow,…]`` marker, in order."""
+    m = _SAMPLES.search(prompt)
+    if m is None:
+        return ()
+    samples = []
+    for raw in m.group(1).split(","):
+        value, _, flag = raw.strip().partition("@")
+        if value.strip():
+            samples.append(ScriptedSample(value.strip(), slow=flag.strip() == "slow"))
+    return tuple(samples)
+
+
+def strip_markers(prompt: str) -> str:
+    """The prompt the simulated model answers: without any ``[demo-…]`` marker."""
+    return _MARKER.sub("", prompt).strip()
+
 
 DEMO_TRITON_MODEL = DemoModel("demo-7b", skill=0.55, first_token_ms=15.0, per_token_ms=3.0)
 """The simulated local 7B model served through PyTriton."""
@@ -91,6 +165,8 @@ class SimulatedAnswer:
     """Whether a checkable answer is right; ``None`` for free text. Arithmetic is checked
     against the exact value; for multiple choice, "right" is the option a hash of the prompt
     designates, since the simulation cannot know the real answer."""
+    slow: bool = False
+    """A scripted ``@slow`` sample: servers stream it ``SLOW_SAMPLE_FACTOR`` times slower."""
 
     def limited(self, max_tokens: int) -> tuple[tuple[str, ...], Literal["stop", "length"]]:
         """The tokens a server may send under ``max_tokens``, and the finish reason."""
@@ -670,7 +746,10 @@ def simulate(
     """
     if not 0.0 <= skill <= 1.0:
         raise ValueError(f"skill must be in [0, 1], got {skill}")
-    prompt = prompt.replace(FAULT_MID_STREAM, "").replace(FAULT_UNAVAILABLE, "").strip()
+    scripted = scripted_samples(prompt)
+    prompt = strip_markers(prompt)
+    if scripted:
+        return _scripted_answer(prompt, scripted[seed % len(scripted)], seed)
     key = _sample_key(seed, temperature)
     kind: AnswerKind
     correct: bool | None
@@ -701,17 +780,232 @@ def simulate(
     )
 
 
+def _true_value(prompt: str) -> str | None:
+    """The exact value of an arithmetic prompt, formatted as answers write it, or ``None``."""
+    tree = find_expression(prompt)
+    if tree is None or _ops_in(tree) > _MAX_OPS:
+        return None
+    try:
+        return format_number(_evaluate(tree.body, [], None, random.Random(0)))
+    except (_NotArithmetic, ZeroDivisionError, ValueError, OverflowError, RecursionError):
+        return None
+
+
+def _scripted_answer(prompt: str, sample: ScriptedSample, seed: int) -> SimulatedAnswer:
+    truth = _true_value(prompt)
+    text = f"This sample is scripted to answer {sample.value}.\n\nAnswer: {sample.value}"
+    return SimulatedAnswer(
+        text=text,
+        tokens=tuple(tokenize(text)),
+        kind="arithmetic" if truth is not None else "short",
+        difficulty=0.5,
+        correct=None if truth is None else sample.value == truth,
+        slow=sample.slow,
+    )
+
+
+def continue_from(answer: SimulatedAnswer, continuation: str) -> SimulatedAnswer:
+    """What the model adds after an assistant prefix ``continuation``.
+
+    A prefix of the model's own answer is continued where it ends; any other prefix is
+    followed by the model's whole answer (after a blank line unless the prefix ends in
+    whitespace).
+    """
+    if not continuation:
+        return answer
+    if answer.text.startswith(continuation):
+        rest = answer.text[len(continuation) :]
+    else:
+        rest = ("" if continuation[-1].isspace() else "\n\n") + answer.text
+    return SimulatedAnswer(
+        text=rest,
+        tokens=tuple(tokenize(rest)),
+        kind=answer.kind,
+        difficulty=answer.difficulty,
+        correct=answer.correct,
+        slow=answer.slow,
+    )
+
+
+MAX_RECOGNISED_CONTINUATION = 800
+"""The longest assistant prefix (in characters) ``split_continuation`` looks for."""
+
+
+def _template_start(template: str) -> str:
+    """A template's fixed opening; one that opens with the topic is matched by what follows."""
+    head = template.split("{", 1)[0]
+    return re.escape(head) if head else r"[^\n]{1,200}?" + re.escape(template.split("}", 1)[1][:20])
+
+
+_ANSWER_START = re.compile(
+    "|".join(
+        [
+            r"-?\d[\d.]* (?:[+×÷−^]|mod) ",  # a worked step: "17 × 23 = …"
+            *(re.escape(s) for s in _ARITH_OPENERS),
+            *(_template_start(t) for t in (*_SHORT_OPENERS, *_LONG_OPENERS)),
+            re.escape("The expression divides by zero"),
+            re.escape("Comparing the options"),
+            re.escape("Ruling out the options"),
+            r"Option [A-H] ",
+            re.escape("Here is a straightforward"),
+            re.escape("This sample is scripted"),
+        ]
+    )
+)
+"""How every simulated answer begins (kept in step with the templates above)."""
+
+
+def _could_start_an_answer(tail: str) -> bool:
+    """A cheap test that ``tail`` may be the start of some simulated answer: it begins like
+    one, or is a short single line (a prefix too short to tell)."""
+    first = tail[:1]
+    if not (first.isupper() or first.isdigit() or first in "-("):
+        return False
+    return _ANSWER_START.match(tail) is not None or ("\n" not in tail and len(tail) < 200)
+
+
+def split_continuation(
+    text: str, *, skill: float, seed: int = 0, temperature: float = 0.0
+) -> tuple[str, str]:
+    """Split a completion-style input into ``(prompt, assistant prefix)``.
+
+    A Triton model receives the prompt and an assistant prefix as one text. The prefix is
+    recognised when it is the start of the model's own answer to what precedes it (and at most
+    ``MAX_RECOGNISED_CONTINUATION`` characters long); otherwise the whole text is the prompt.
+    The longest such prefix wins.
+    """
+    start = max(1, len(text) - MAX_RECOGNISED_CONTINUATION)
+    for k in range(start, len(text)):
+        head, tail = text[:k], text[k:]
+        if not _could_start_an_answer(tail) or not strip_markers(head):
+            continue
+        answer = simulate(head, skill=skill, seed=seed, temperature=temperature)
+        if answer.text.startswith(tail):
+            return head, tail
+    return text, ""
+
+
+_LOGPROB_RANGE = {True: (-0.30, -0.02), None: (-0.90, -0.20), False: (-1.60, -0.70)}
+
+
+def _token_logprobs(answer: SimulatedAnswer, prompt: str, key: str) -> tuple[float, ...]:
+    lo, hi = _LOGPROB_RANGE[answer.correct]
+    return tuple(
+        round(lo + (hi - lo) * _unit("logprob", prompt, key, i, tok), 4)
+        for i, tok in enumerate(answer.tokens)
+    )
+
+
+@dataclass(frozen=True)
+class Generation:
+    """What a demo server streams for one sample.
+
+    ``pieces`` holds the text of every generated token, in order; a token that falls inside
+    an excluded stop string contributes ``""``. ``len(pieces)`` is the output token count.
+    ``logprobs`` has one made-up log-probability per piece: within [-0.30, -0.02] for a right
+    answer, [-1.60, -0.70] for a wrong one and [-0.90, -0.20] for free text.
+    """
+
+    pieces: tuple[str, ...]
+    logprobs: tuple[float, ...]
+    finish: Literal["stop", "length"]
+    answer: SimulatedAnswer
+    stopped_by: str | None = None
+
+    @property
+    def text(self) -> str:
+        return "".join(self.pieces)
+
+    @property
+    def output_tokens(self) -> int:
+        return len(self.pieces)
+
+    @property
+    def slow(self) -> bool:
+        return self.answer.slow
+
+
+def _first_stop(tokens: Sequence[str], stop: Sequence[str]) -> tuple[int, int, str] | None:
+    """``(tokens generated, where the stop string starts, the string)`` of the first stop hit."""
+    stops = [s for s in stop if s]
+    if not stops:
+        return None
+    text = ""
+    for i, tok in enumerate(tokens):
+        before = len(text)
+        text += tok
+        hits = []
+        for s in stops:
+            at = text.find(s, max(0, before - len(s) + 1))
+            if at >= 0:
+                hits.append((at, s))
+        if hits:
+            at, s = min(hits)
+            return i + 1, at, s
+    return None
+
+
+def generate(
+    prompt: str,
+    *,
+    skill: float,
+    seed: int = 0,
+    temperature: float = 0.0,
+    max_tokens: int | None = None,
+    stop: Sequence[str] = (),
+    include_stop: bool = False,
+    continuation: str = "",
+) -> Generation:
+    """The sample a demo server streams for ``prompt``.
+
+    The answer continues ``continuation`` (``continue_from``), ends at the first ``stop``
+    string (which is left out of the text unless ``include_stop``, as TensorRT-LLM keeps it)
+    and after ``max_tokens`` tokens, whichever comes first.
+    """
+    full = simulate(prompt, skill=skill, seed=seed, temperature=temperature)
+    answer = continue_from(full, continuation)
+    logprobs = _token_logprobs(answer, strip_markers(prompt), _sample_key(seed, temperature))
+    tokens = answer.tokens
+    limit = len(tokens) if max_tokens is None else max(0, max_tokens)
+    hit = _first_stop(tokens, stop)
+    if hit is not None and hit[0] <= limit:
+        n, at, s = hit
+        pieces = list(tokens[:n])
+        if not include_stop:
+            start = 0
+            for i, tok in enumerate(pieces):
+                pieces[i] = tok[: max(0, at - start)]
+                start += len(tok)
+        return Generation(tuple(pieces), logprobs[:n], "stop", answer, stopped_by=s)
+    if len(tokens) > limit:
+        return Generation(tokens[:limit], logprobs[:limit], "length", answer)
+    return Generation(tokens, logprobs, "stop", answer)
+
+
 __all__ = [
     "DEMO_OPENAI_MODELS",
     "DEMO_TRITON_MODEL",
     "FAULT_AFTER_TOKENS",
     "FAULT_MID_STREAM",
+    "FAULT_SLOW",
     "FAULT_UNAVAILABLE",
+    "MAX_RECOGNISED_CONTINUATION",
+    "SLOW_FAULT_TOKEN_S",
+    "SLOW_SAMPLE_FACTOR",
     "DemoModel",
+    "Generation",
+    "ScriptedSample",
     "SimulatedAnswer",
+    "continue_from",
     "count_tokens",
+    "fault_http_status",
     "find_expression",
+    "flaky_failures",
     "format_number",
+    "generate",
+    "scripted_samples",
     "simulate",
+    "split_continuation",
+    "strip_markers",
     "tokenize",
 ]
