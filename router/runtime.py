@@ -57,6 +57,20 @@ async def _ready(backend: Backend) -> bool:
         return False
 
 
+def _tiers_called(catalog: Catalog) -> list[str]:
+    """Every tier some arm's strategy may call (its own, and others for ``escalate``)."""
+    return sorted({t for spec in catalog for t in spec.strategy.tiers_used(spec.arm.tier)})
+
+
+async def _close_strategies(catalog: Catalog) -> None:
+    """Close every arm's strategy; one that fails to close does not keep the rest open."""
+    for spec in catalog:
+        try:
+            await spec.strategy.aclose()
+        except Exception:
+            log.exception("closing the strategy of arm %s failed", spec.name)
+
+
 async def build_runtime(settings: Settings) -> Runtime:
     """Start everything the service needs; on failure, stop what was already started."""
     stack = AsyncExitStack()
@@ -119,10 +133,12 @@ async def _build(settings: Settings, stack: AsyncExitStack) -> Runtime:
     stack.push_async_callback(embedder.aclose)
 
     backends: dict[str, Backend] = {}
-    for tier in sorted({spec.arm.tier for spec in catalog}):
+    for tier in _tiers_called(catalog):
         backend = build_backend(tier, backends_cfg.tiers[tier])
         backends[tier] = backend
         stack.push_async_callback(backend.aclose)
+    # Closed before the backends (the stack unwinds in reverse): scorers may still use them.
+    stack.push_async_callback(_close_strategies, catalog)
 
     ledger = RedisLedger.from_url(redis_url)
     stack.push_async_callback(ledger.aclose)

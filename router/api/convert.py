@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from router.api.gen.ttc_router.v1 import router_pb2 as pb
 from router.core.service import BudgetView, Decision, GenerateResult, Hints
-from router.core.types import WindowState
+from router.core.types import DetailValue, WindowState
 
 
 def hints_from_pb(h: pb.Hints) -> Hints:
@@ -29,6 +31,7 @@ def decision_to_pb(d: Decision) -> pb.Decision:
         max_tokens=d.chosen.max_tokens,
         propensity=d.propensity,
         model_version=d.model_version,
+        fallback_from=d.fallback_from or "",
         candidates=[
             pb.ArmEstimate(
                 arm=v.candidate.arm,
@@ -54,8 +57,23 @@ def final_to_pb(r: GenerateResult) -> pb.GenerateResponse:
             cost_micros=r.cost_micros,
             budget_remaining_micros=r.remaining_micros,
             latency_ms=r.latency_ms,
+            detail=detail_to_pb(r.detail),
+            usage_estimated=r.usage_estimated,
         )
     )
+
+
+def detail_to_pb(detail: Mapping[str, DetailValue]) -> dict[str, str]:
+    """Strategy details as text: booleans as ``true``/``false``, floats round-trippable."""
+    out: dict[str, str] = {}
+    for key, value in detail.items():
+        if isinstance(value, bool):
+            out[key] = "true" if value else "false"
+        elif isinstance(value, float):
+            out[key] = repr(value)
+        else:
+            out[key] = str(value)
+    return out
 
 
 def window_to_pb(w: WindowState) -> pb.BudgetWindow:

@@ -10,6 +10,7 @@ from typing import Any
 
 import grpc
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
@@ -115,17 +116,27 @@ def generate(
                     f = msg.final
                     d = f.decision
                     sys.stdout.write("\n")
+                    if d.fallback_from:
+                        console.print(
+                            f"[yellow]tier {d.fallback_from} was down; answered by {d.arm}[/]",
+                            highlight=False,
+                        )
                     console.print(
                         f"[dim]arm[/] {d.arm}  [dim]tier[/] {d.tier}  "
                         f"[dim]strategy[/] {d.strategy}  "
                         f"[dim]p_success[/] {d.p_success:.3f}\n"
                         f"[dim]tokens[/] {f.usage.input_tokens} in / {f.usage.output_tokens} out "
-                        f"({f.usage.samples} sample(s))  [dim]cost[/] {usd(f.cost_micros)} "
+                        f"({f.usage.samples} sample(s)"
+                        f"{', estimated' if f.usage_estimated else ''})  "
+                        f"[dim]cost[/] {usd(f.cost_micros)} "
                         f"(reserved {usd(d.reserved_cost_micros)})  "
                         f"[dim]budget left[/] {usd(f.budget_remaining_micros)}\n"
                         f"[dim]latency[/] {f.latency_ms:.0f} ms  [dim]decision[/] {d.decision_id}",
                         highlight=False,
                     )
+                    if f.detail:
+                        details = "  ".join(f"{k}={v}" for k, v in sorted(f.detail.items()))
+                        console.print(f"[dim]details[/] {escape(details)}", highlight=False)
         except grpc.RpcError as err:
             sys.stdout.write("\n")
             fail(err, console)

@@ -12,7 +12,7 @@ import math
 import time
 import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -28,8 +28,17 @@ from router.core.protocols import (
     OutcomeSink,
     Predictor,
 )
-from router.core.types import Price, Reservation, StrategyResult, WindowState
+from router.core.types import (
+    DetailValue,
+    Prediction,
+    Price,
+    Reservation,
+    StrategyResult,
+    WindowState,
+)
 from router.errors import (
+    BackendError,
+    BackendUnavailable,
     BudgetExceeded,
     Conflict,
     DeadlineExceeded,
@@ -94,6 +103,13 @@ class ArmView:
 
 @dataclass(frozen=True)
 class Decision:
+    """The arm a request runs on and why.
+
+    ``fallback_from`` names the tier the policy chose when that tier was down and the
+    request moved along its fallback chain; ``spec`` and ``chosen`` are then the arm that
+    actually ran, while ``candidates`` and ``propensity`` stay the policy's own view.
+    """
+
     decision_id: str
     request_id: str
     spec: ArmSpec
@@ -101,6 +117,7 @@ class Decision:
     propensity: float
     model_version: str
     candidates: tuple[ArmView, ...]
+    fallback_from: str | None = None
 
     @property
     def arm(self) -> str:
@@ -122,8 +139,13 @@ class BudgetView:
 class _Plan:
     decision: Decision
     remaining_micros: int
-    # The cheapest arm the hints allow, budget aside: what a refused reservation falls back to.
-    fallback: Candidate | None
+    # The cheapest arm the hints allow, budget aside: what a refused reservation moves to.
+    cheapest: Candidate | None
+    # What pricing another arm for this prompt needs (a tier fallback after the decision).
+    prediction: Prediction
+    input_expected: int
+    input_upper: int
+    max_cost_micros: int | None
 
 
 @dataclass(frozen=True)
@@ -140,6 +162,9 @@ class Delta:
 
 @dataclass(frozen=True)
 class GenerateResult:
+    """The end of a Generate. ``cost_micros`` is everything charged for the request,
+    including output tokens of a failed tier the request fell back from."""
+
     answer: str
     decision: Decision
     input_tokens: int
@@ -148,6 +173,22 @@ class GenerateResult:
     cost_micros: int
     remaining_micros: int
     latency_ms: float
+    usage_estimated: bool = False
+    detail: Mapping[str, DetailValue] = field(default_factory=dict)
+
+
+@dataclass
+class _Spend:
+    """The money side of one Generate as it moves between tiers: the live hold (if any),
+    what failed calls were charged, and why earlier tiers were left."""
+
+    decision: Decision
+    hold_id: str
+    held: bool = True
+    charged_micros: int = 0
+    partial_output_tokens: int = 0
+    emitted: bool = False
+    failures: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -230,15 +271,15 @@ class RouterCore:
         )
         unbudgeted = replace(constraints, remaining_micros=None)
         eligible = [c for c in candidates if exclusion_reason(c, unbudgeted) is None]
-        fallback = min(eligible, key=lambda c: (c.reserved_cost_micros, c.arm), default=None)
+        cheapest = min(eligible, key=lambda c: (c.reserved_cost_micros, c.arm), default=None)
         try:
             choice = choose_arm(candidates, constraints, tenant=tenant.name)
         except BudgetExceeded:
-            if not reserving or fallback is None:
+            if not reserving or cheapest is None:
                 raise
             # The remaining budget was read before this request; holds may have gone since.
             # The ledger decides, atomically, on the cheapest arm the hints allow.
-            choice = Choice(fallback, utility(fallback, constraints.lambda_per_usd))
+            choice = Choice(cheapest, utility(cheapest, constraints.lambda_per_usd))
         views = []
         for c in candidates:
             why = exclusion_reason(c, constraints)
@@ -253,7 +294,15 @@ class RouterCore:
             candidates=tuple(views),
         )
         await self.decisions.remember(decision.decision_id, tenant.name, decision.arm)
-        return _Plan(decision, remaining if remaining is not None else 0, fallback)
+        return _Plan(
+            decision,
+            remaining if remaining is not None else 0,
+            cheapest,
+            prediction,
+            in_expected,
+            in_upper,
+            max_cost,
+        )
 
     async def _reserve(self, tenant: Tenant, plan: _Plan) -> tuple[Decision, Reservation]:
         """Hold the decision's reservation; if refused, try the cheapest allowed arm once."""
@@ -261,7 +310,7 @@ class RouterCore:
         try:
             res = await self._hold(tenant, decision)
         except BudgetExceeded:
-            fb = plan.fallback
+            fb = plan.cheapest
             if fb is None or fb.reserved_cost_micros >= decision.chosen.reserved_cost_micros:
                 raise
             decision = replace(decision, spec=self.catalog.get(fb.arm), chosen=fb)
@@ -269,7 +318,10 @@ class RouterCore:
             await self.decisions.remember(decision.decision_id, tenant.name, decision.arm)
         return decision, res
 
-    async def _hold(self, tenant: Tenant, decision: Decision) -> Reservation:
+    async def _hold(
+        self, tenant: Tenant, decision: Decision, hold_id: str | None = None
+    ) -> Reservation:
+        """Reserve the decision's bound under ``hold_id`` (the request id by default)."""
         tier = decision.spec.tier
         allowance = (
             _usd_to_micros(tier.fail_open_allowance_usd)
@@ -278,7 +330,7 @@ class RouterCore:
         )
         return await self.ledger.reserve(
             tenant.name,
-            decision.request_id,
+            hold_id or decision.request_id,
             decision.chosen.reserved_cost_micros,
             tenant.caps,
             self.hold_ttl_s,
@@ -309,6 +361,26 @@ class RouterCore:
 
         The budget hold is settled on success and released on any failure or cancellation,
         and exactly one outcome record is written either way.
+
+        Tier fallback: when the run raises ``BackendUnavailable`` (the tier's breaker is
+        open or its retries are used up) before any answer text reached the caller, the
+        request moves to the tier's ``fallback``: to ``<tier>/<strategy>`` with the policy's
+        strategy if that arm is offered, allowed for the tenant, within the request's cost
+        limits and the tier's context, else to ``<tier>/greedy`` on the same terms, else on
+        along the chain. Hints that name arms, quality or latency do not restrict the
+        fallback; ``max_cost_usd`` and the tenant's per-request cap do. The fallback arm's
+        bound is reserved under ``<request_id>/fallback/<tier>`` while the failed tier's
+        hold is still in place, and only then is that hold dropped, so the tenant's spend
+        plus holds never passes its cap. If both holds do not fit together, the failed
+        tier's hold is dropped first and the fallback's reservation asked once more; if it
+        is refused again the request fails with ``BudgetExceeded``. A failure after text
+        was sent is not retried elsewhere.
+
+        Failed calls: a hold is released and nothing charged, unless the failure reports
+        ``partial_output_tokens`` (tokens produced before a mid-stream failure): those are
+        settled at the highest output price among the tiers the arm's strategy may call,
+        since the error does not say which tier produced them. Input tokens of a failed call
+        are not charged; the backend reports none.
         """
         started = time.monotonic()
         deadline = started + timeout_s if timeout_s is not None else None
@@ -324,51 +396,49 @@ class RouterCore:
                 f"request_id {decision.request_id!r} was already used by another Generate; "
                 "send a new request_id for a new request"
             )
-        spec = decision.spec
-        backend = self.backends[spec.arm.tier]
-        queue: asyncio.Queue[str | None] = asyncio.Queue()
-
-        async def emit(text: str) -> None:
-            await queue.put(text)
-
-        async def run() -> StrategyResult:
-            try:
-                return await spec.strategy.run(
-                    RunContext(
-                        backend=backend,
-                        prompt=prompt,
-                        max_tokens=decision.chosen.max_tokens,
-                        timeout_s=_left(deadline),
-                        emit=emit,
-                        backends=self.backends,
-                    )
-                )
-            finally:
-                queue.put_nowait(None)
-
-        task = asyncio.create_task(run())
+        spend = _Spend(decision, decision.request_id)
+        strategy = decision.spec.strategy.name
+        tried = {decision.spec.arm.tier}
+        task: asyncio.Task[StrategyResult] | None = None
         settled = False
         try:
             while True:
-                item = await _within(queue.get(), deadline)
-                if item is None:
+                queue: asyncio.Queue[str | None] = asyncio.Queue()
+                task = asyncio.create_task(self._run(spend, prompt, deadline, queue))
+                try:
+                    while True:
+                        item = await _within(queue.get(), deadline)
+                        if item is None:
+                            break
+                        yield Delta(item)
+                    result = await task
                     break
-                yield Delta(item)
-            result = await task
+                except BackendUnavailable as exc:
+                    if spend.emitted:
+                        raise
+                    target = self._fallback_target(
+                        tenant, plan, spend.decision.spec.arm.tier, strategy, tried
+                    )
+                    if target is None:
+                        raise
+                    await self._fall_back(tenant, spend, target, exc)
+            decision = spend.decision
+            spec = decision.spec
             cost = sum_cost(spec, result, self.catalog.price_of)
+            audit = {
+                "arm": decision.arm,
+                "decision_id": decision.decision_id,
+                "input_tokens": str(result.input_tokens),
+                "output_tokens": str(result.output_tokens),
+                "samples": str(result.samples),
+            }
+            if decision.fallback_from is not None:
+                audit["fallback_from"] = decision.fallback_from
             windows = await self.ledger.settle(
-                tenant.name,
-                decision.request_id,
-                cost,
-                {
-                    "arm": decision.arm,
-                    "decision_id": decision.decision_id,
-                    "input_tokens": str(result.input_tokens),
-                    "output_tokens": str(result.output_tokens),
-                },
-                tz=tenant.tz,
+                tenant.name, spend.hold_id, cost, audit, tz=tenant.tz
             )
             settled = True
+            spend.held = False
             if cost > decision.chosen.reserved_cost_micros:
                 log.warning(
                     "settled cost above reservation",
@@ -378,31 +448,192 @@ class RouterCore:
                         "reserved": decision.chosen.reserved_cost_micros,
                     },
                 )
+            total = cost + spend.charged_micros
             latency_ms = (time.monotonic() - started) * 1000
-            await self._record(tenant, prompt, decision, result, cost, latency_ms, None)
+            await self._record(tenant, prompt, spend, result, total, latency_ms, None)
             yield GenerateResult(
                 answer=result.answer,
                 decision=decision,
                 input_tokens=result.input_tokens,
                 output_tokens=result.output_tokens,
                 samples=result.samples,
-                cost_micros=cost,
+                cost_micros=total,
                 remaining_micros=_remaining(windows),
                 latency_ms=latency_ms,
+                usage_estimated=result.usage_estimated,
+                detail=dict(result.detail),
             )
         except BaseException as exc:
-            if not task.done():
+            if task is not None and not task.done():
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
             if not settled:
-                await self._release_quietly(tenant, decision)
+                await self._drop_hold(tenant, spend, exc)
                 latency_ms = (time.monotonic() - started) * 1000
-                await self._record(tenant, prompt, decision, None, 0, latency_ms, _err_name(exc))
+                await self._record(
+                    tenant, prompt, spend, None, spend.charged_micros, latency_ms, _err_name(exc)
+                )
             raise
 
-    async def _release_quietly(self, tenant: Tenant, decision: Decision) -> None:
+    async def _run(
+        self,
+        spend: _Spend,
+        prompt: str,
+        deadline: float | None,
+        queue: asyncio.Queue[str | None],
+    ) -> StrategyResult:
+        """Run the current arm's strategy, passing its text to ``queue`` (then None)."""
+        decision = spend.decision
+
+        async def emit(text: str) -> None:
+            if text:
+                spend.emitted = True
+                await queue.put(text)
+
         try:
-            await asyncio.shield(self.ledger.release(tenant.name, decision.request_id))
+            return await decision.spec.strategy.run(
+                RunContext(
+                    backend=self.backends[decision.spec.arm.tier],
+                    prompt=prompt,
+                    max_tokens=decision.chosen.max_tokens,
+                    timeout_s=_left(deadline),
+                    emit=emit,
+                    backends=self.backends,
+                )
+            )
+        finally:
+            queue.put_nowait(None)
+
+    def _fallback_target(
+        self, tenant: Tenant, plan: _Plan, failed_tier: str, strategy: str, tried: set[str]
+    ) -> tuple[ArmSpec, Candidate] | None:
+        """The arm a request on ``failed_tier`` moves to, priced for this prompt, or None.
+
+        Walks the tier's fallback chain, skipping tiers already tried.
+        """
+        limits = Constraints(lambda_per_usd=0.0, max_cost_micros=plan.max_cost_micros)
+        tier = self._next_tier(failed_tier)
+        while tier is not None and tier not in tried:
+            tried.add(tier)
+            if tier in self.backends:
+                for name in dict.fromkeys((f"{tier}/{strategy}", f"{tier}/greedy")):
+                    pred = plan.prediction.arms.get(name)
+                    if name not in self.catalog or pred is None or not tenant.config.allows(name):
+                        continue
+                    spec = self.catalog.get(name)
+                    priced = candidate(
+                        spec,
+                        pred,
+                        plan.input_expected,
+                        plan.input_upper,
+                        self.catalog.price_of,
+                    )
+                    if exclusion_reason(priced, limits) is None:
+                        return spec, priced
+            tier = self._next_tier(tier)
+        return None
+
+    def _next_tier(self, tier: str) -> str | None:
+        cfg = self.catalog.tiers.get(tier)
+        return cfg.fallback if cfg is not None else None
+
+    async def _fall_back(
+        self,
+        tenant: Tenant,
+        spend: _Spend,
+        target: tuple[ArmSpec, Candidate],
+        failure: BackendError,
+    ) -> None:
+        """Move the request to ``target``: hold its bound, then drop the failed tier's hold.
+
+        Raises ``BudgetExceeded`` when the fallback's bound cannot be held even after the
+        failed tier's hold is gone; the request then holds nothing.
+        """
+        spec, priced = target
+        failed = spend.decision
+        spend.failures.append(f"{failed.spec.arm.tier}: {_err_name(failure)}")
+        moved = replace(
+            failed,
+            spec=spec,
+            chosen=priced,
+            fallback_from=failed.fallback_from or failed.spec.arm.tier,
+        )
+        hold_id = f"{failed.request_id}/fallback/{spec.arm.tier}"
+        try:
+            res = await self._hold(tenant, moved, hold_id)
+        except BudgetExceeded:
+            # Both holds at once do not fit the cap: free the failed tier's and ask again.
+            await self._drop_hold(tenant, spend, failure)
+            res = await self._hold(tenant, moved, hold_id)
+        except BaseException:
+            await self._drop_hold(tenant, spend, failure)
+            raise
+        if res.replayed:
+            # Another request already used this id; its hold is not this request's to spend.
+            await self._drop_hold(tenant, spend, failure)
+            raise Conflict(
+                f"request_id {hold_id!r}, needed to fall back from tier "
+                f"{failed.spec.arm.tier!r}, was already used; send a new request_id"
+            )
+        failed_held, failed_hold_id = spend.held, spend.hold_id
+        spend.decision, spend.hold_id, spend.held, spend.emitted = moved, hold_id, True, False
+        if failed_held:
+            await self._end_hold(tenant, spend, failed_hold_id, failed, failure)
+        await self.decisions.remember(moved.decision_id, tenant.name, moved.arm)
+        log.warning(
+            "tier down; request moved to its fallback",
+            extra={
+                "decision_id": moved.decision_id,
+                "from_arm": failed.arm,
+                "to_arm": moved.arm,
+                "reason": failure.message,
+            },
+        )
+
+    async def _drop_hold(self, tenant: Tenant, spend: _Spend, failure: BaseException) -> None:
+        """End the request's live hold, if it has one, after ``failure``."""
+        if spend.held:
+            spend.held = False
+            await self._end_hold(tenant, spend, spend.hold_id, spend.decision, failure)
+
+    async def _end_hold(
+        self,
+        tenant: Tenant,
+        spend: _Spend,
+        hold_id: str,
+        decision: Decision,
+        failure: BaseException,
+    ) -> None:
+        """Settle the output tokens ``failure`` reports as produced under ``hold_id``, or
+        release the hold when there are none (or the charge cannot be written)."""
+        tokens = failure.partial_output_tokens if isinstance(failure, BackendError) else 0
+        if tokens > 0:
+            spec = decision.spec
+            cost = max(
+                self.catalog.price_of(t).micros(0, tokens)
+                for t in spec.strategy.tiers_used(spec.arm.tier)
+            )
+            audit = {
+                "arm": decision.arm,
+                "decision_id": decision.decision_id,
+                "output_tokens": str(tokens),
+                "failed": _err_name(failure)[:200],
+            }
+            try:
+                await asyncio.shield(
+                    self.ledger.settle(tenant.name, hold_id, cost, audit, tz=tenant.tz)
+                )
+            except RouterError as exc:
+                log.warning("charging a failed call's tokens failed: %s", exc.message)
+            else:
+                spend.charged_micros += cost
+                spend.partial_output_tokens += tokens
+                return
+        await self._release_quietly(tenant, hold_id)
+
+    async def _release_quietly(self, tenant: Tenant, hold_id: str) -> None:
+        try:
+            await asyncio.shield(self.ledger.release(tenant.name, hold_id))
         except RouterError as exc:
             # The hold expires by itself after hold_ttl_s; nothing is charged for it.
             log.warning("release failed; hold will expire: %s", exc.message)
@@ -411,12 +642,19 @@ class RouterCore:
         self,
         tenant: Tenant,
         prompt: str,
-        decision: Decision,
+        spend: _Spend,
         result: StrategyResult | None,
         cost_micros: int,
         latency_ms: float,
         error: str | None,
     ) -> None:
+        """Write the request's one outcome record.
+
+        ``arm``/``tier``/``model`` are what ran last; tokens and ``samples`` are that run's
+        (zero when it failed); ``partial_output_tokens`` are tokens of failed calls that
+        were charged; ``cost_usd`` is everything charged.
+        """
+        decision = spend.decision
         record: dict[str, Any] = {
             "prompt_id": decision.request_id,
             "prompt": prompt,
@@ -436,12 +674,27 @@ class RouterCore:
             "tier": decision.spec.arm.tier,
             "strategy": decision.spec.strategy.name,
             "samples": result.samples if result else 0,
+            "usage_estimated": result.usage_estimated if result else False,
+            "detail": dict(result.detail) if result else {},
+            "partial_output_tokens": spend.partial_output_tokens,
+            "fallback_from": decision.fallback_from,
+            "fallback_reason": "; ".join(spend.failures) or None,
             "predicted_p_success": decision.chosen.p_success,
             "predicted_cost_usd": decision.chosen.expected_cost_micros / MICROS_PER_USD,
             "reserved_cost_usd": decision.chosen.reserved_cost_micros / MICROS_PER_USD,
             "model_version": decision.model_version,
             "error": error,
         }
+        if result is not None and result.usage:
+            record["usage_by_tier"] = [
+                {
+                    "tier": u.tier,
+                    "input_tokens": u.input_tokens,
+                    "output_tokens": u.output_tokens,
+                    "samples": u.samples,
+                }
+                for u in result.usage
+            ]
         # Shielded: a cancelled request still leaves its record.
         await asyncio.shield(self.sink.write_decision(record))
 

@@ -57,6 +57,10 @@ async def test_generate_streams_settles_and_records() -> None:
     [rec] = sink(core).decisions
     assert rec["arm"] == "big/greedy" and rec["cost_usd"] == pytest.approx(75e-6)
     assert rec["error"] is None and rec["score"] is None
+    assert rec["samples"] == 1 and rec["usage_estimated"] is False and rec["detail"] == {}
+    assert rec["fallback_from"] is None and rec["fallback_reason"] is None
+    assert rec["partial_output_tokens"] == 0 and "usage_by_tier" not in rec
+    assert final.decision.fallback_from is None
     assert final.cost_micros <= final.decision.chosen.reserved_cost_micros
 
 
@@ -85,6 +89,15 @@ async def test_backend_failure_mid_stream_releases_hold_and_records_error() -> N
     assert ledger(core).holds == {} and ledger(core).spent == {}
     [rec] = sink(core).decisions
     assert rec["error"].startswith("BackendError")
+    # a plain BackendError is not a tier outage: no fallback, even before any output
+    core = make_core(
+        {"small": ScriptedBackend("small"), "big": ScriptedBackend("big", fail_after=0)}
+    )
+    with pytest.raises(BackendError):
+        await run(core, "hello there")
+    assert ledger(core).holds == {} and ledger(core).spent == {}
+    [rec] = sink(core).decisions
+    assert rec["arm"] == "big/greedy" and rec["fallback_from"] is None
 
 
 async def test_deadline_releases_hold() -> None:

@@ -47,7 +47,7 @@ class ArmEstimate(_message.Message):
     def __init__(self, arm: _Optional[str] = ..., p_success: _Optional[float] = ..., expected_cost_micros: _Optional[int] = ..., reserved_cost_micros: _Optional[int] = ..., expected_latency_ms: _Optional[float] = ..., excluded_reason: _Optional[str] = ...) -> None: ...
 
 class Decision(_message.Message):
-    __slots__ = ("decision_id", "request_id", "arm", "tier", "strategy", "p_success", "expected_cost_micros", "reserved_cost_micros", "max_tokens", "propensity", "model_version", "candidates")
+    __slots__ = ("decision_id", "request_id", "arm", "tier", "strategy", "p_success", "expected_cost_micros", "reserved_cost_micros", "max_tokens", "propensity", "model_version", "candidates", "fallback_from")
     DECISION_ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     ARM_FIELD_NUMBER: _ClassVar[int]
@@ -60,6 +60,7 @@ class Decision(_message.Message):
     PROPENSITY_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    FALLBACK_FROM_FIELD_NUMBER: _ClassVar[int]
     decision_id: str
     request_id: str
     arm: str
@@ -72,7 +73,8 @@ class Decision(_message.Message):
     propensity: float
     model_version: str
     candidates: _containers.RepeatedCompositeFieldContainer[ArmEstimate]
-    def __init__(self, decision_id: _Optional[str] = ..., request_id: _Optional[str] = ..., arm: _Optional[str] = ..., tier: _Optional[str] = ..., strategy: _Optional[str] = ..., p_success: _Optional[float] = ..., expected_cost_micros: _Optional[int] = ..., reserved_cost_micros: _Optional[int] = ..., max_tokens: _Optional[int] = ..., propensity: _Optional[float] = ..., model_version: _Optional[str] = ..., candidates: _Optional[_Iterable[_Union[ArmEstimate, _Mapping]]] = ...) -> None: ...
+    fallback_from: str
+    def __init__(self, decision_id: _Optional[str] = ..., request_id: _Optional[str] = ..., arm: _Optional[str] = ..., tier: _Optional[str] = ..., strategy: _Optional[str] = ..., p_success: _Optional[float] = ..., expected_cost_micros: _Optional[int] = ..., reserved_cost_micros: _Optional[int] = ..., max_tokens: _Optional[int] = ..., propensity: _Optional[float] = ..., model_version: _Optional[str] = ..., candidates: _Optional[_Iterable[_Union[ArmEstimate, _Mapping]]] = ..., fallback_from: _Optional[str] = ...) -> None: ...
 
 class RouteResponse(_message.Message):
     __slots__ = ("decision", "reserved", "budget_remaining_micros")
@@ -105,20 +107,31 @@ class Usage(_message.Message):
     def __init__(self, input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., samples: _Optional[int] = ...) -> None: ...
 
 class GenerateFinal(_message.Message):
-    __slots__ = ("answer", "decision", "usage", "cost_micros", "budget_remaining_micros", "latency_ms")
+    __slots__ = ("answer", "decision", "usage", "cost_micros", "budget_remaining_micros", "latency_ms", "detail", "usage_estimated")
+    class DetailEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     ANSWER_FIELD_NUMBER: _ClassVar[int]
     DECISION_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
     COST_MICROS_FIELD_NUMBER: _ClassVar[int]
     BUDGET_REMAINING_MICROS_FIELD_NUMBER: _ClassVar[int]
     LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    USAGE_ESTIMATED_FIELD_NUMBER: _ClassVar[int]
     answer: str
     decision: Decision
     usage: Usage
     cost_micros: int
     budget_remaining_micros: int
     latency_ms: float
-    def __init__(self, answer: _Optional[str] = ..., decision: _Optional[_Union[Decision, _Mapping]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., cost_micros: _Optional[int] = ..., budget_remaining_micros: _Optional[int] = ..., latency_ms: _Optional[float] = ...) -> None: ...
+    detail: _containers.ScalarMap[str, str]
+    usage_estimated: bool
+    def __init__(self, answer: _Optional[str] = ..., decision: _Optional[_Union[Decision, _Mapping]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., cost_micros: _Optional[int] = ..., budget_remaining_micros: _Optional[int] = ..., latency_ms: _Optional[float] = ..., detail: _Optional[_Mapping[str, str]] = ..., usage_estimated: _Optional[bool] = ...) -> None: ...
 
 class GenerateResponse(_message.Message):
     __slots__ = ("delta", "final")
