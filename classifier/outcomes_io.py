@@ -21,7 +21,7 @@ from router.errors import InvalidRequest
 
 _REQUIRED_STR = ("prompt_id", "prompt", "arm")
 _OPTIONAL_STR = ("task", "request_id", "tenant", "ts", "model")
-_OPTIONAL_INT = ("input_tokens", "output_tokens", "samples")
+_OPTIONAL_INT = ("input_tokens", "output_tokens")
 
 
 @dataclass(frozen=True)
@@ -42,9 +42,10 @@ class OutcomeRecord:
     tenant: str | None = None
     ts: str | None = None
     model: str | None = None
-    samples: int | None = None
-    """Samples the arm actually drew (an early-stopped ``vote@k`` may use fewer than k);
-    not in the spec's table, read when present. Tokens per sample divide by it."""
+    samples: float | None = None
+    """Samples the arm actually drew (an early-stopped ``vote@k`` may use fewer than k; a
+    mean over replays may be fractional); not in the spec's table, read when present.
+    Tokens per sample divide by it."""
 
     def to_json(self) -> dict[str, Any]:
         """The record as a JSON object; absent optional fields are left out."""
@@ -55,7 +56,7 @@ class OutcomeRecord:
             "score": self.score,
             "cost_usd": self.cost_usd,
         }
-        for name in (*_OPTIONAL_STR, *_OPTIONAL_INT, "latency_ms", "propensity"):
+        for name in (*_OPTIONAL_STR, *_OPTIONAL_INT, "latency_ms", "propensity", "samples"):
             value = getattr(self, name)
             if value is not None:
                 out[name] = value
@@ -104,6 +105,9 @@ def parse_record(obj: object, *, where: str = "<record>") -> OutcomeRecord:
     latency = obj.get("latency_ms")
     if latency is not None and (not _is_number(latency) or latency < 0):
         raise bad(f"field 'latency_ms' must be a number >= 0, got {latency!r}")
+    samples = obj.get("samples")
+    if samples is not None and (not _is_number(samples) or samples < 0):
+        raise bad(f"field 'samples' must be a number >= 0, got {samples!r}")
     propensity = obj.get("propensity")
     if propensity is not None and (not _is_number(propensity) or not 0.0 < propensity <= 1.0):
         raise bad(f"field 'propensity' must be a number in (0, 1], got {propensity!r}")
@@ -122,7 +126,7 @@ def parse_record(obj: object, *, where: str = "<record>") -> OutcomeRecord:
         tenant=obj.get("tenant"),
         ts=obj.get("ts"),
         model=obj.get("model"),
-        samples=obj.get("samples") or None,
+        samples=float(samples) if samples else None,
     )
 
 

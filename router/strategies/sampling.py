@@ -72,7 +72,10 @@ class SampleRun:
     """k samples of ``template.prompt`` on ``backend``; see the module docstring.
 
     ``template`` gives everything but ``n`` and ``seed`` (temperature, max_tokens, stop, …).
-    ``parallel`` caps the samples in flight at once (None: all k). Use it as an async
+    ``parallel`` caps the samples in flight at once (None: all k). ``batch=False`` keeps one
+    request per sample even where the backend could return all k from one: a caller that may
+    stop early needs each sample's exact usage as it finishes and to cancel the others one by
+    one, while a multi-choice response reports usage only at its end. Use it as an async
     context manager; leaving the block cancels every sample still running.
     """
 
@@ -82,6 +85,8 @@ class SampleRun:
         template: SampleRequest,
         k: int,
         parallel: int | None = None,
+        *,
+        batch: bool = True,
     ) -> None:
         if k < 1:
             raise ValueError(f"a sample run needs k >= 1, got {k}")
@@ -90,7 +95,9 @@ class SampleRun:
         self.backend = backend
         self.template = template
         self.k = k
-        self.batched = k > 1 and backend.max_n >= k and (parallel is None or parallel >= k)
+        self.batched = (
+            batch and k > 1 and backend.max_n >= k and (parallel is None or parallel >= k)
+        )
         self._width = 1 if self.batched else min(parallel or k, k)
         self._state = [_State.PENDING] * k
         self._chars = [0] * k

@@ -257,7 +257,9 @@ async def run_vote(
     """
     tally = Tally()
     stopped = False
-    async with SampleRun(backend, template, k, parallel) as run:
+    # With a stop rule, samples go one request each: a multi-choice response (``n`` > 1)
+    # reports usage only when every choice has finished, which would leave nothing to save.
+    async with SampleRun(backend, template, k, parallel, batch=stop is None) as run:
         async for result in run:
             tally.add(extract(result.text), tally.finished if by_arrival else result.index, result)
             outstanding = k - tally.finished

@@ -99,9 +99,7 @@ def test_held_out_prompts_rank_like_the_outcomes(
     from classifier.train import prompt_strata, split_prompts
 
     meta = predictor.metadata
-    records = [
-        r for r in ze.import_zeroeval(count_tokens=lambda t: [1] * len(t)) if r.arm in ARMS
-    ]
+    records = [r for r in ze.import_zeroeval(count_tokens=lambda t: [1] * len(t)) if r.arm in ARMS]
     ids = sorted({r.prompt_id for r in records})
     split = split_prompts(
         ids, meta["training"]["seed"], meta["training"]["test_fraction"], prompt_strata(records)

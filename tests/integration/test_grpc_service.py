@@ -179,13 +179,17 @@ async def test_backend_failing_mid_stream_releases_hold_and_records_it(
     assert "Traceback" not in (info.value.details() or "")
     assert deltas, "some tokens streamed before the fault"
     after = await budget(stub, service, "beta")
-    assert after.held_micros == 0 and after.spent_micros == before.spent_micros
     failed = [
         r
         for r in read_outcomes(service.settings.outcomes_dir)
         if r["tenant"] == "beta" and r["error"] and "BackendError" in r["error"]
     ]
-    assert failed and failed[-1]["arm"] == arm and failed[-1]["cost_usd"] == 0
+    assert failed and failed[-1]["arm"] == arm
+    # The output tokens produced before the fault are real spend, charged at the tier's price.
+    tokens = failed[-1]["partial_output_tokens"]
+    charge = service.runtime.core.catalog.price_of("mid-32b").micros(0, tokens)
+    assert tokens > 0 and failed[-1]["cost_usd"] == pytest.approx(charge / 1e6)
+    assert after.held_micros == 0 and after.spent_micros - before.spent_micros == charge
 
 
 async def test_record_outcome_attaches_score(stub: Any, service: Service) -> None:
