@@ -9,7 +9,8 @@ from ``finish_reason``; token counts come from the ``usage`` object of the last 
 
 A request's ``continuation`` (an assistant prefix) is sent as a final assistant message with
 vLLM's ``continue_final_message: true, add_generation_prompt: false``, which servers without
-that extension refuse.
+that extension refuse. With ``dialect: openai`` (the hosted OpenAI API) the output limit is
+sent as ``max_completion_tokens`` and a continuation is refused before any call.
 """
 
 from __future__ import annotations
@@ -226,10 +227,11 @@ class OpenAICompatibleBackend:
 
     def _body(self, request: SampleRequest, max_tokens: int) -> dict[str, Any]:
         messages: list[dict[str, str]] = [{"role": "user", "content": request.prompt}]
+        hosted = self._cfg.dialect == "openai"
         body: dict[str, Any] = {
             "model": self._cfg.model,
             "messages": messages,
-            "max_tokens": max_tokens,
+            ("max_completion_tokens" if hosted else "max_tokens"): max_tokens,
             "temperature": request.temperature,
             "seed": request.seed,
             "stream": True,
@@ -242,6 +244,11 @@ class OpenAICompatibleBackend:
         if request.logprobs:
             body["logprobs"] = True
         if request.continuation:
+            if hosted:
+                raise BackendError(
+                    f"tier {self._tier!r} (dialect: openai) cannot continue a partial answer; "
+                    "run strategies that need it (beam, think) on a self-hosted tier"
+                )
             messages.append({"role": "assistant", "content": request.continuation})
             body["continue_final_message"] = True
             body["add_generation_prompt"] = False

@@ -130,6 +130,10 @@ class TierConfig(_Strict):
     ``sampling_parameters`` JSON) or ``trtllm`` (TensorRT-LLM ensemble: ``text_input``,
     ``max_tokens`` INT32). ``n_per_request`` is the most samples one request may ask for
     (OpenAI-compatible ``n``); unset means 16 for ``openai`` and 1 otherwise.
+    ``dialect`` (``protocol: openai`` only): ``vllm`` for self-hosted servers (vLLM, SGLang),
+    which take ``max_tokens`` and continue a partial answer with ``continue_final_message``;
+    ``openai`` for the hosted OpenAI API, which takes ``max_completion_tokens`` and cannot
+    continue a partial answer (``beam`` and ``think`` need a self-hosted tier).
     ``retry`` and ``breaker`` set retries and the circuit breaker; ``fallback`` names the tier
     a request moves to when this one is down (breaker open or retries used up) before it
     produced any output.
@@ -149,6 +153,7 @@ class TierConfig(_Strict):
     failure_policy: Literal["fail_closed", "fail_open"] = "fail_closed"
     fail_open_allowance_usd: float = Field(default=1.0, ge=0)
     interface: Literal["vllm", "trtllm"] = "vllm"
+    dialect: Literal["vllm", "openai"] = "vllm"
     n_per_request: int | None = Field(default=None, ge=1, le=128)
     retry: RetryConfig = RetryConfig()
     breaker: BreakerConfig = BreakerConfig()

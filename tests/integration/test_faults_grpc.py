@@ -39,9 +39,11 @@ async def svc(
             "breaker": LENIENT,
         }
     )
-    tiers["mid-32b"] = tiers["mid-32b"].model_copy(update={"retry": FAST_RETRY, "breaker": LENIENT})
+    tiers["mid-32b"] = tiers["mid-32b"].model_copy(
+        update={"retry": FAST_RETRY, "breaker": LENIENT, "fallback": None}
+    )
     tiers["premium"] = tiers["premium"].model_copy(
-        update={"retry": FAST_RETRY, "breaker": LENIENT, "timeout_s": 1.0}
+        update={"retry": FAST_RETRY, "breaker": LENIENT, "timeout_s": 1.0, "fallback": None}
     )
     cfg = BackendsConfig(tiers=tiers, arms=demo_backends_config.arms)
     work = tmp_path_factory.mktemp("faults") / "svc"

@@ -478,3 +478,22 @@ async def test_closing_the_stream_cancels_the_request_on_the_server(
     record = await server_record(demo_openai.endpoint, done)
     assert record["outcome"] == "completed"
     assert record["tokens_streamed"] == result.output_tokens
+
+
+async def test_the_hosted_openai_dialect_limits_completion_tokens_and_refuses_prefixes(
+    demo_openai: OpenAIDemoServer,
+) -> None:
+    """``dialect: openai`` sends ``max_completion_tokens`` (the demo server honours it like
+    the hosted API) and refuses a continuation before calling, with a message that says
+    which strategies need a self-hosted tier."""
+    b = OpenAICompatibleBackend("premium", tier_config(demo_openai.endpoint, dialect="openai"))
+    try:
+        assert b._body(SampleRequest("q", 7), 7)["max_completion_tokens"] == 7
+        assert "max_tokens" not in b._body(SampleRequest("q", 7), 7)
+        _, result = await collect(b, SampleRequest("Write a long story about a lighthouse.", 5))
+        assert result.output_tokens == 5 and result.finish_reason == "length"
+        with pytest.raises(BackendError, match="cannot continue a partial answer") as err:
+            await collect(b, SampleRequest("What is 2+2?", 20, continuation="Let me think."))
+        assert not err.value.retriable
+    finally:
+        await b.aclose()

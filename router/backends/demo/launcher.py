@@ -274,7 +274,8 @@ def demo_backends_config(
 ) -> BackendsConfig:
     """Three simulated tiers: ``local-7b`` (Triton), ``mid-32b`` (OpenAI API) and ``premium``
     (the Anthropic API at ``anthropic_endpoint``, whose key is in ``anthropic_key_env``;
-    without an Anthropic endpoint, the OpenAI API serves ``premium`` too)."""
+    without an Anthropic endpoint, the OpenAI API serves ``premium`` too). A tier that is
+    down falls back to the next one up: local-7b → mid-32b → premium."""
     mid, premium = DEMO_OPENAI_MODELS["demo-32b"], DEMO_OPENAI_MODELS["demo-premium"]
     return BackendsConfig(
         tiers={
@@ -287,6 +288,7 @@ def demo_backends_config(
                 max_output_tokens=2048,
                 timeout_s=30.0,
                 max_concurrency=16,
+                fallback="mid-32b",
                 latency=LatencyConfig(
                     first_token_ms=DEMO_TRITON_MODEL.first_token_ms + 10,
                     per_token_ms=DEMO_TRITON_MODEL.per_token_ms + 1,
@@ -301,6 +303,7 @@ def demo_backends_config(
                 max_output_tokens=4096,
                 timeout_s=30.0,
                 max_concurrency=32,
+                fallback="premium",
                 latency=LatencyConfig(
                     first_token_ms=mid.first_token_ms + 10, per_token_ms=mid.per_token_ms + 1
                 ),
