@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -43,3 +44,29 @@ class Settings(BaseSettings):
     embed_max_wait_ms: float = Field(default=2.0, ge=0)
     shutdown_grace_s: float = Field(default=10.0, ge=0)
     log_level: str = "INFO"
+    outcome_log: Literal["redis", "jsonl"] = Field(
+        default="redis",
+        description="where decisions and scores go: a Redis Stream (drained to Parquet) or "
+        "JSON Lines files in outcomes_dir",
+    )
+    outcome_stream: str = Field(default="ttc:outcomes", description="the Redis Stream's key")
+    outcome_drain: bool = Field(
+        default=True,
+        description="drain the outcome stream into Parquet under outcomes_dir inside the "
+        "server (off when a separate `ttc-router outcomes sink` runs)",
+    )
+    model_registry: Path | None = Field(
+        default=None,
+        description="model registry directory; the server serves its promoted model and "
+        "swaps to a newly promoted one while running (overrides model_dir)",
+    )
+    model_watch_s: float = Field(
+        default=2.0, gt=0, description="how often the server checks the registry"
+    )
+    admin_key_sha256: str | None = Field(
+        default=None, description="SHA-256 of the key that may call the admin RPCs"
+    )
+    drift_window: int = Field(default=500, gt=0, description="outcomes per arm in drift windows")
+    drift_threshold: float = Field(
+        default=0.1, gt=0, description="|predicted - realised| mean that logs a drift warning"
+    )

@@ -55,6 +55,7 @@ class TenantConfig(BaseModel):
     lambda_per_usd: float = Field(default=100.0, ge=0)
     pacing: bool = True
     max_request_usd: float | None = Field(default=None, gt=0)
+    exploration: float = Field(default=0.01, ge=0, lt=1)
 
     @model_validator(mode="before")
     @classmethod
