@@ -364,3 +364,17 @@ def test_a_prefix_of_a_sampled_answer_opening_with_the_topic_is_recognised() -> 
     for n in (3, 40, 300):
         split = split_continuation(prompt + full[:n], skill=WEAK, seed=1, temperature=0.7)
         assert split == (prompt, full[:n])
+
+
+def test_a_topic_skill_overrides_the_model_skill_on_matching_prompts() -> None:
+    """The drifted 7B demo model gets every multiplication wrong and every addition right."""
+    from router.backends.demo.answers import DEMO_OPENAI_MODELS, simulate
+
+    drifted = DEMO_OPENAI_MODELS["demo-7b-drifted"]
+    assert drifted.skill_for("What is 12*34?") == 0.0
+    assert drifted.skill_for("What is 12 + 34?") == 1.0
+    assert drifted.skill_for("Write a haiku.") == drifted.skill
+    for a, b in [(12, 34), (57, 89), (23, 41), (66, 77)]:
+        mul = simulate(f"What is {a}*{b}?", skill=drifted.skill_for(f"What is {a}*{b}?"))
+        add = simulate(f"What is {a}+{b}?", skill=drifted.skill_for(f"What is {a}+{b}?"))
+        assert mul.correct is False and add.correct is True

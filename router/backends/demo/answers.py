@@ -66,6 +66,16 @@ class DemoModel:
     first_token_ms: float
     per_token_ms: float
     fault: Literal["unavailable", "disconnect", "no-usage"] | None = None
+    topic_skill: tuple[tuple[str, float], ...] = ()
+    """``(regex, skill)`` pairs: a prompt matching a regex (the first that matches) is
+    answered with that skill instead of ``skill`` — a model that is strong or weak on a
+    topic the router's predictor does not know about."""
+
+    def skill_for(self, prompt: str) -> float:
+        for pattern, skill in self.topic_skill:
+            if re.search(pattern, prompt):
+                return skill
+        return self.skill
 
 
 FAULT_MID_STREAM = "[demo-fault:mid-stream]"
@@ -147,6 +157,15 @@ DEMO_OPENAI_MODELS: dict[str, DemoModel] = {
         ),
         DemoModel(
             "demo-no-usage", skill=0.78, first_token_ms=5.0, per_token_ms=1.0, fault="no-usage"
+        ),
+        # The 7B model after a change the shipped predictor has not seen: multiplication is
+        # now always wrong, additions always right.
+        DemoModel(
+            "demo-7b-drifted",
+            skill=0.55,
+            first_token_ms=15.0,
+            per_token_ms=3.0,
+            topic_skill=((r"\d\s*\*\s*\d", 0.0), (r"\d\s*\+\s*\d", 1.0)),
         ),
     )
 }

@@ -240,7 +240,7 @@ def _generate(request: web.Request, ask: _Ask) -> Generation:
         samples[ask.prompt] += 1
     return generate(
         ask.prompt,
-        skill=ask.model.skill,
+        skill=ask.model.skill_for(ask.prompt),
         seed=seed,
         temperature=ask.temperature,
         max_tokens=ask.max_tokens,

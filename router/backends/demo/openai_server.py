@@ -308,7 +308,7 @@ async def _chat(request: web.Request) -> web.StreamResponse:
     gens = [
         generate(
             ask.prompt,
-            skill=ask.model.skill,
+            skill=ask.model.skill_for(ask.prompt),
             seed=ask.seed + i,
             temperature=ask.temperature,
             max_tokens=ask.max_tokens,
