@@ -8,18 +8,26 @@ OpenAI-compatible server) are started as child processes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from router.config.backends import BackendsConfig
 from router.config.loader import load_backends, load_tenants
 from router.config.settings import Settings
 from router.config.tenants import TenantsConfig
 from router.core.catalog import Catalog
-from router.core.protocols import Backend
+from router.core.drift import DriftTracker
+from router.core.model_slot import ModelSlot
+from router.core.protocols import Backend, Predictor
 from router.core.service import RouterCore
+
+if TYPE_CHECKING:
+    from router.core.protocols import OutcomeSink
+    from router.ledger.redis_ledger import RedisLedger
 
 log = logging.getLogger("ttc_router.runtime")
 
@@ -33,6 +41,8 @@ class Runtime:
     redis_url: str
     demo: bool
     _stack: AsyncExitStack = field(repr=False, default_factory=AsyncExitStack)
+    # Swaps the predictor to the registry's promoted version (None without a registry).
+    models: ModelSlot | None = None
 
     async def health(self) -> dict[str, bool]:
         comps: dict[str, bool] = {"config": True, "predictor": True}
@@ -71,6 +81,70 @@ async def _close_strategies(catalog: Catalog) -> None:
             log.exception("closing the strategy of arm %s failed", spec.name)
 
 
+def _load_predictor(settings: Settings) -> Predictor:
+    """The model to serve: the registry's promoted version when ``model_registry`` is set,
+    else ``model_dir`` (the shipped model when unset). Blocking; run it in a thread."""
+    from classifier.predictor import OnnxPredictor, default_model_dir
+    from router.errors import ConfigError
+
+    if settings.model_registry is None:
+        return OnnxPredictor.load(Path(settings.model_dir or default_model_dir()))
+    from classifier.registry import Registry
+
+    registry = Registry(settings.model_registry)
+    version = registry.current_version()
+    if version is None:
+        raise ConfigError(
+            f"model registry {settings.model_registry} has no promoted model: register one "
+            "with `ttc-router models add DIR` and promote it with "
+            "`ttc-router models promote VERSION`"
+        )
+    if settings.model_dir is not None:
+        log.info("serving the model registry's %s, not TTC_MODEL_DIR", version)
+    return registry.load(version)
+
+
+def _watch_models(settings: Settings, core: RouterCore, stack: AsyncExitStack) -> ModelSlot | None:
+    """With a model registry: a slot that swaps ``core``'s predictor to each newly promoted
+    version, polled every ``model_watch_s`` until the runtime closes."""
+    if settings.model_registry is None:
+        return None
+    from classifier.registry import Registry
+
+    slot = ModelSlot(core, Registry(settings.model_registry))
+    task = asyncio.create_task(slot.watch(settings.model_watch_s), name="ttc-model-watch")
+    stack.push_async_callback(_stop_task, task)
+    return slot
+
+
+async def _stop_task(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def _outcome_sink(
+    settings: Settings, ledger: RedisLedger, redis_url: str, stack: AsyncExitStack
+) -> OutcomeSink:
+    """The outcome log ``settings.outcome_log`` names: JSON Lines files, or the Redis Stream on
+    the ledger's Redis, drained into Parquet by a task of this process when ``outcome_drain``
+    (stopped with the runtime, after writing and acknowledging its batch)."""
+    if settings.outcome_log == "jsonl":
+        from router.outcomes.jsonl_sink import JsonlOutcomeSink
+
+        return JsonlOutcomeSink(settings.outcomes_dir)
+    from router.outcomes.redis_stream import RedisStreamOutcomeSink
+
+    if settings.outcome_drain:
+        from router.outcomes.parquet_sink import start_drain
+
+        drain = start_drain(redis_url, settings.outcomes_dir, stream=settings.outcome_stream)
+        stack.push_async_callback(drain.aclose)
+    return RedisStreamOutcomeSink(
+        ledger.client, outcomes_dir=settings.outcomes_dir, stream=settings.outcome_stream
+    )
+
+
 async def build_runtime(settings: Settings) -> Runtime:
     """Start everything the service needs; on failure, stop what was already started."""
     stack = AsyncExitStack()
@@ -87,10 +161,8 @@ async def _build(settings: Settings, stack: AsyncExitStack) -> Runtime:
     from classifier.embedder.batched import BatchedEmbedder
     from classifier.embedder.runtime import OnnxEmbedder
     from classifier.long_prompts import PromptEmbedder
-    from classifier.predictor import OnnxPredictor, default_model_dir
     from router.backends.factory import build_backend
     from router.ledger.redis_ledger import RedisLedger
-    from router.outcomes.jsonl_sink import JsonlOutcomeSink
     from router.outcomes.redis_index import RedisDecisionIndex
 
     cache = settings.cache_dir
@@ -118,8 +190,7 @@ async def _build(settings: Settings, stack: AsyncExitStack) -> Runtime:
         redis_url = embedded.url
         log.info("no REDIS_URL: started an embedded Redis at %s", redis_url)
 
-    model_dir = settings.model_dir or default_model_dir()
-    predictor = await asyncio.to_thread(OnnxPredictor.load, Path(model_dir))
+    predictor = await asyncio.to_thread(_load_predictor, settings)
     catalog = Catalog.build(backends_cfg, predictor.arms)
 
     onnx_embedder = await asyncio.to_thread(OnnxEmbedder.load, cache)
@@ -151,10 +222,12 @@ async def _build(settings: Settings, stack: AsyncExitStack) -> Runtime:
         ledger=ledger,
         backends=backends,
         catalog=catalog,
-        sink=JsonlOutcomeSink(settings.outcomes_dir),
+        sink=_outcome_sink(settings, ledger, redis_url, stack),
         decisions=RedisDecisionIndex(index_client),
         count_tokens=onnx_embedder.count_tokens,
         hold_ttl_s=settings.hold_ttl_s,
         max_prompt_chars=settings.max_prompt_chars,
+        drift=DriftTracker(window=settings.drift_window, threshold=settings.drift_threshold),
     )
-    return Runtime(settings, core, tenants, backends_cfg, redis_url, demo, stack)
+    models = _watch_models(settings, core, stack)
+    return Runtime(settings, core, tenants, backends_cfg, redis_url, demo, stack, models=models)

@@ -30,6 +30,7 @@ def decision_to_pb(d: Decision) -> pb.Decision:
         reserved_cost_micros=d.chosen.reserved_cost_micros,
         max_tokens=d.chosen.max_tokens,
         propensity=d.propensity,
+        explored=d.explored,
         model_version=d.model_version,
         fallback_from=d.fallback_from or "",
         candidates=[

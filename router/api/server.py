@@ -77,7 +77,9 @@ class RunningServer:
 
 
 def _versioned_health(model_version: Callable[[], str]) -> Any:
-    """The standard health servicer, whose Check also sends the predictor's version."""
+    """The standard health servicer, whose Check also sends the version of the predictor
+    deciding requests at that moment (``model_version`` is read per call, so it follows a
+    hot swap)."""
 
     class VersionedHealth(health.aio.HealthServicer):  # type: ignore[name-defined,misc]
         async def Check(self, request: Any, context: Any) -> Any:

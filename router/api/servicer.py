@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -19,14 +21,23 @@ from router.api.errors import abort, status_for
 from router.api.gen.ttc_router.v1 import router_pb2 as pb
 from router.api.metrics import ServiceMetrics
 from router.config.tenants import TenantsConfig
+from router.core.model_slot import ModelSlot
 from router.core.service import Delta, GenerateResult, RouterCore, Tenant
-from router.errors import InvalidRequest, Overloaded, RouterError
+from router.errors import (
+    ConfigError,
+    InvalidRequest,
+    Overloaded,
+    PermissionDenied,
+    RouterError,
+    Unauthenticated,
+)
 
 log = logging.getLogger("ttc_router.api")
 
 SERVICE_NAME = "ttc_router.v1.Router"
 M = TypeVar("M", bound=Message)
 Context = grpc.aio.ServicerContext[Any, Any]
+ADMIN_KEY_HEADER = "x-admin-key"
 
 
 @dataclass(frozen=True)
@@ -75,12 +86,17 @@ class RouterServicer:
         *,
         default_deadline_s: float,
         metrics: ServiceMetrics | None = None,
+        models: ModelSlot | None = None,
+        admin_key_sha256: str | None = None,
     ) -> None:
         self._core = core
         self._tenants = tenants
         self.limiter = limiter
         self.default_deadline_s = default_deadline_s
+        self.models = models
+        self.admin_key_sha256 = admin_key_sha256
         self.metrics = metrics or ServiceMetrics(CollectorRegistry())
+        self.metrics.watch_drift(lambda: self._core().drift)
 
     @asynccontextmanager
     async def _observed(self, method: str, context: Context) -> AsyncIterator[None]:
@@ -184,6 +200,49 @@ class RouterServicer:
             return budget_to_pb(tenant.name, await self._core().budget_view(tenant))
         raise AssertionError("unreachable")
 
+    async def ReloadModel(
+        self, request: pb.ReloadModelRequest | Malformed, context: Context
+    ) -> pb.ReloadModelResponse:
+        """Admin: serve a registered model version now, or re-read the promoted one."""
+        async with self._observed("ReloadModel", context):
+            req = _parsed(request)
+            metadata = [(str(k), v) for k, v in context.invocation_metadata() or ()]
+            authenticate_admin(metadata, self.admin_key_sha256)
+            if self.models is None:
+                raise ConfigError(
+                    "this server serves a fixed model directory; start it with "
+                    "TTC_MODEL_REGISTRY set to reload models"
+                )
+            version = req.version if req.HasField("version") else None
+            if version is not None and not version.strip():
+                raise InvalidRequest(
+                    "version is empty; name a registered version, or leave it unset to "
+                    "re-read the registry's promoted version"
+                )
+            result = await self.models.reload(version, reason=req.reason or "ReloadModel call")
+            return pb.ReloadModelResponse(
+                model_version=result.model_version, previous_version=result.previous_version
+            )
+        raise AssertionError("unreachable")
+
+
+def authenticate_admin(metadata: Sequence[tuple[str, str | bytes]], key_sha256: str | None) -> None:
+    """Let the call through only with the admin key whose SHA-256 is ``key_sha256``."""
+    if not key_sha256:
+        raise PermissionDenied(
+            "admin calls are turned off on this server: set TTC_ADMIN_KEY_SHA256 to the "
+            "SHA-256 of an admin key (`ttc-router config hash-key KEY` prints it)"
+        )
+    key = ""
+    for name, value in metadata:
+        if name == ADMIN_KEY_HEADER:
+            key = (value.decode() if isinstance(value, bytes) else value).strip()
+    if not key:
+        raise Unauthenticated(f"no admin key: send it in the '{ADMIN_KEY_HEADER}' metadata entry")
+    digest = hashlib.sha256(key.encode("utf-8")).hexdigest()
+    if not hmac.compare_digest(digest, key_sha256.strip().lower()):
+        raise Unauthenticated(f"the '{ADMIN_KEY_HEADER}' key is not the admin key")
+
 
 def _deserializer(cls: type[Message]) -> Callable[[bytes], Message | Malformed]:
     def parse(data: bytes) -> Message | Malformed:
@@ -217,6 +276,11 @@ def generic_handler(servicer: RouterServicer) -> grpc.GenericRpcHandler[Any, Any
             servicer.GetBudget,
             request_deserializer=_deserializer(pb.GetBudgetRequest),
             response_serializer=pb.GetBudgetResponse.SerializeToString,
+        ),
+        "ReloadModel": grpc.unary_unary_rpc_method_handler(
+            servicer.ReloadModel,
+            request_deserializer=_deserializer(pb.ReloadModelRequest),
+            response_serializer=pb.ReloadModelResponse.SerializeToString,
         ),
     }
     return grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)

@@ -10,8 +10,9 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from router.cli import classifier_cmds
+from router.cli import classifier_cmds, models_cmds
 from router.cli.budget_cmds import budget_app
+from router.cli.outcomes_cmds import outcomes_app
 
 app = typer.Typer(
     help="ttc-router: per-request compute allocation for LLM traffic.",
@@ -22,6 +23,8 @@ config_app = typer.Typer(help="Validate policy files and make key hashes.", no_a
 app.add_typer(config_app, name="config")
 classifier_cmds.register(app)
 app.add_typer(budget_app, name="budget")
+app.add_typer(outcomes_app, name="outcomes")
+models_cmds.register(app)
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
 

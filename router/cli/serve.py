@@ -32,6 +32,8 @@ async def serve(settings: Settings, console: Console) -> None:
         ConcurrencyLimiter(settings.max_concurrency),
         default_deadline_s=settings.default_deadline_s,
         metrics=ServiceMetrics(),
+        models=runtime.models,
+        admin_key_sha256=settings.admin_key_sha256,
     )
     try:
         running = await start_server(

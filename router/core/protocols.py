@@ -143,10 +143,33 @@ class OutcomeSink(Protocol):
     async def write_score(self, decision_id: str, tenant: str, score: float) -> None: ...
 
 
+@dataclass(frozen=True)
+class RememberedDecision:
+    """What ``RecordOutcome`` needs to know about a decision: its tenant, the arm that ran,
+    and what the predictor expected of that arm (None for decisions remembered without it)."""
+
+    tenant: str
+    arm: str
+    p_success: float | None = None
+    predicted_cost_usd: float | None = None
+
+
 @runtime_checkable
 class DecisionIndex(Protocol):
-    """Remembers which tenant owns a decision id, for ``RecordOutcome``."""
+    """Remembers each decision's tenant, arm and predictions, for ``RecordOutcome``.
 
-    async def remember(self, decision_id: str, tenant: str, arm: str) -> None: ...
+    ``remember`` overwrites an earlier entry of the same id (a request that moved to another
+    arm); ``lookup`` answers None for an unknown or expired id.
+    """
 
-    async def owner(self, decision_id: str) -> str | None: ...
+    async def remember(
+        self,
+        decision_id: str,
+        tenant: str,
+        arm: str,
+        *,
+        p_success: float,
+        predicted_cost_usd: float,
+    ) -> None: ...
+
+    async def lookup(self, decision_id: str) -> RememberedDecision | None: ...

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import random
 import time
 import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
@@ -18,6 +19,7 @@ from typing import Any, TypeVar
 
 from router.config.tenants import TenantConfig
 from router.core.catalog import ArmSpec, Catalog
+from router.core.drift import DriftTracker
 from router.core.estimate import candidate, input_token_bounds
 from router.core.protocols import (
     Backend,
@@ -105,9 +107,17 @@ class ArmView:
 class Decision:
     """The arm a request runs on and why.
 
+    ``propensity`` is the probability that the policy picks this arm for this request and
+    ``explored`` whether it is an ε-exploration pick rather than the greedy one (see
+    ``router.policy.choose``). A request that names its arms in ``hints.arms`` is never
+    explored (propensity 1). When the budget refuses the chosen arm and the request moves to
+    the cheapest arm the hints allow, that move is forced, not sampled: propensity 1,
+    ``explored`` False.
+
     ``fallback_from`` names the tier the policy chose when that tier was down and the
     request moved along its fallback chain; ``spec`` and ``chosen`` are then the arm that
-    actually ran, while ``candidates`` and ``propensity`` stay the policy's own view.
+    actually ran, while ``candidates``, ``propensity`` and ``explored`` stay the policy's
+    own view.
     """
 
     decision_id: str
@@ -118,6 +128,7 @@ class Decision:
     model_version: str
     candidates: tuple[ArmView, ...]
     fallback_from: str | None = None
+    explored: bool = False
 
     @property
     def arm(self) -> str:
@@ -193,7 +204,11 @@ class _Spend:
 
 @dataclass
 class RouterCore:
-    """Decides and spends compute for one request at a time (many concurrently)."""
+    """Decides and spends compute for one request at a time (many concurrently).
+
+    ``rng`` draws the tenants' ε-exploration; ``drift`` compares predictions with the
+    scores and settled costs that come back.
+    """
 
     embedder: Embedder
     predictor: Predictor
@@ -206,6 +221,8 @@ class RouterCore:
     hold_ttl_s: float = 300.0
     max_prompt_chars: int = 32_000
     clock: Callable[[], float] = time.time
+    rng: random.Random = field(default_factory=random.Random)
+    drift: DriftTracker = field(default_factory=DriftTracker)
 
     # ---- validation -------------------------------------------------------------------
     def _check_prompt(self, prompt: str) -> None:
@@ -272,13 +289,18 @@ class RouterCore:
         unbudgeted = replace(constraints, remaining_micros=None)
         eligible = [c for c in candidates if exclusion_reason(c, unbudgeted) is None]
         cheapest = min(eligible, key=lambda c: (c.reserved_cost_micros, c.arm), default=None)
+        # Exploration is per tenant, and never for a request that named its arms.
+        epsilon = 0.0 if hints.arms else tenant.config.exploration
         try:
-            choice = choose_arm(candidates, constraints, tenant=tenant.name)
+            choice = choose_arm(
+                candidates, constraints, tenant=tenant.name, epsilon=epsilon, rng=self.rng
+            )
         except BudgetExceeded:
             if not reserving or cheapest is None:
                 raise
             # The remaining budget was read before this request; holds may have gone since.
-            # The ledger decides, atomically, on the cheapest arm the hints allow.
+            # The ledger decides, atomically, on the cheapest arm the hints allow; a forced
+            # move, so propensity 1 and not explored.
             choice = Choice(cheapest, utility(cheapest, constraints.lambda_per_usd))
         views = []
         for c in candidates:
@@ -292,8 +314,9 @@ class RouterCore:
             propensity=choice.propensity,
             model_version=prediction.model_version,
             candidates=tuple(views),
+            explored=choice.explored,
         )
-        await self.decisions.remember(decision.decision_id, tenant.name, decision.arm)
+        await self._remember(tenant, decision)
         return _Plan(
             decision,
             remaining if remaining is not None else 0,
@@ -313,10 +336,27 @@ class RouterCore:
             fb = plan.cheapest
             if fb is None or fb.reserved_cost_micros >= decision.chosen.reserved_cost_micros:
                 raise
-            decision = replace(decision, spec=self.catalog.get(fb.arm), chosen=fb)
+            # A forced move, not a draw of the policy: propensity 1, not explored.
+            decision = replace(
+                decision,
+                spec=self.catalog.get(fb.arm),
+                chosen=fb,
+                propensity=1.0,
+                explored=False,
+            )
             res = await self._hold(tenant, decision)
-            await self.decisions.remember(decision.decision_id, tenant.name, decision.arm)
+            await self._remember(tenant, decision)
         return decision, res
+
+    async def _remember(self, tenant: Tenant, decision: Decision) -> None:
+        """Index the decision's tenant, arm and predictions for ``RecordOutcome``."""
+        await self.decisions.remember(
+            decision.decision_id,
+            tenant.name,
+            decision.arm,
+            p_success=decision.chosen.p_success,
+            predicted_cost_usd=decision.chosen.expected_cost_micros / MICROS_PER_USD,
+        )
 
     async def _hold(
         self, tenant: Tenant, decision: Decision, hold_id: str | None = None
@@ -400,7 +440,7 @@ class RouterCore:
         strategy = decision.spec.strategy.name
         tried = {decision.spec.arm.tier}
         task: asyncio.Task[StrategyResult] | None = None
-        settled = False
+        settled = recorded = False
         try:
             while True:
                 queue: asyncio.Queue[str | None] = asyncio.Queue()
@@ -434,11 +474,23 @@ class RouterCore:
             }
             if decision.fallback_from is not None:
                 audit["fallback_from"] = decision.fallback_from
+            total = cost + spend.charged_micros
+            latency_ms = (time.monotonic() - started) * 1000
+            # The record is written before the charge: a replica that dies between the two
+            # leaves a record whose charge never reached the ledger (the hold then expires),
+            # never a settled charge without its record.
+            await self._record(tenant, prompt, spend, result, total, latency_ms, None)
+            recorded = True
             windows = await self.ledger.settle(
                 tenant.name, spend.hold_id, cost, audit, tz=tenant.tz
             )
             settled = True
             spend.held = False
+            self.drift.observe_cost(
+                decision.arm,
+                decision.chosen.expected_cost_micros / MICROS_PER_USD,
+                cost / MICROS_PER_USD,
+            )
             if cost > decision.chosen.reserved_cost_micros:
                 log.warning(
                     "settled cost above reservation",
@@ -448,9 +500,6 @@ class RouterCore:
                         "reserved": decision.chosen.reserved_cost_micros,
                     },
                 )
-            total = cost + spend.charged_micros
-            latency_ms = (time.monotonic() - started) * 1000
-            await self._record(tenant, prompt, spend, result, total, latency_ms, None)
             yield GenerateResult(
                 answer=result.answer,
                 decision=decision,
@@ -469,6 +518,7 @@ class RouterCore:
                 await asyncio.gather(task, return_exceptions=True)
             if not settled:
                 await self._drop_hold(tenant, spend, exc)
+            if not recorded:
                 latency_ms = (time.monotonic() - started) * 1000
                 await self._record(
                     tenant, prompt, spend, None, spend.charged_micros, latency_ms, _err_name(exc)
@@ -579,7 +629,7 @@ class RouterCore:
         spend.decision, spend.hold_id, spend.held, spend.emitted = moved, hold_id, True, False
         if failed_held:
             await self._end_hold(tenant, spend, failed_hold_id, failed, failure)
-        await self.decisions.remember(moved.decision_id, tenant.name, moved.arm)
+        await self._remember(tenant, moved)
         log.warning(
             "tier down; request moved to its fallback",
             extra={
@@ -666,6 +716,7 @@ class RouterCore:
             "output_tokens": result.output_tokens if result else 0,
             "latency_ms": round(latency_ms, 3),
             "propensity": decision.propensity,
+            "explored": decision.explored,
             "request_id": decision.request_id,
             "tenant": tenant.name,
             "ts": datetime.fromtimestamp(self.clock(), UTC).isoformat(),
@@ -700,16 +751,19 @@ class RouterCore:
 
     # ---- outcomes and budget ----------------------------------------------------------
     async def record_outcome(self, tenant: Tenant, decision_id: str, score: float) -> None:
+        """Log ``score`` for the tenant's decision and add it to the arm's drift window."""
         if not decision_id:
             raise InvalidRequest("decision_id is empty; pass the id returned by Route or Generate")
         if not (0.0 <= score <= 1.0) or math.isnan(score):
             raise InvalidRequest(f"score must be within [0, 1], got {score}")
-        owner = await self.decisions.owner(decision_id)
-        if owner is None:
+        found = await self.decisions.lookup(decision_id)
+        if found is None:
             raise NotFound(f"decision {decision_id!r} is unknown or has expired")
-        if owner != tenant.name:
+        if found.tenant != tenant.name:
             raise PermissionDenied(f"decision {decision_id!r} belongs to another tenant")
         await self.sink.write_score(decision_id, tenant.name, score)
+        if found.p_success is not None and found.arm:
+            self.drift.observe_success(found.arm, found.p_success, score)
 
     async def budget_view(self, tenant: Tenant) -> BudgetView:
         """Windows, the λ the policy uses now (configured + pacing) and the per-request cap."""

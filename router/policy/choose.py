@@ -1,10 +1,24 @@
-"""Arm choice: maximise p_success − λ·expected cost within the request's and tenant's limits.
+"""Arm choice: maximise p_success − λ·expected cost within the request's and tenant's limits,
+exploring other eligible arms with a small probability ε.
 
-Pure functions over plain data; no I/O.
+Exploration (ε-greedy): a request is explored with probability ε; it then runs on an arm
+drawn uniformly from the eligible arms other than the greedy one. An arm is eligible when it
+passes every limit of the request — allowed, within the hints, fits the context window,
+within the per-request cap and the remaining budget — so exploring never breaks a limit.
+With ``n`` eligible arms the probability that this policy picks arm ``a`` (the logged
+``propensity``) is::
+
+    1 − ε          for the greedy arm (an explored draw never returns it)
+    ε / (n − 1)    for each other eligible arm
+    1              when only one arm is eligible (nothing to explore)
+
+These sum to 1 over the eligible arms. Pure functions over plain data; no I/O; randomness
+comes from the ``random.Random`` the caller passes.
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -37,10 +51,14 @@ class Constraints:
 
 @dataclass(frozen=True)
 class Choice:
+    """The arm to run. ``propensity`` is the probability that the policy picks this arm for
+    this request; ``explored`` is True when it is not the greedy (highest-utility) arm."""
+
     candidate: Candidate
     utility: float
     excluded: dict[str, str] = field(default_factory=dict)
     propensity: float = 1.0
+    explored: bool = False
 
     @property
     def arm(self) -> str:
@@ -85,11 +103,33 @@ def exclusion_reason(c: Candidate, k: Constraints) -> tuple[str, bool] | None:
     return None
 
 
-def choose_arm(candidates: Sequence[Candidate], constraints: Constraints, *, tenant: str) -> Choice:
-    """The feasible candidate with the highest utility (ties: cheaper, then by name).
+def propensities(eligible: Sequence[str], greedy: str, epsilon: float) -> dict[str, float]:
+    """The probability of each eligible arm under ε-greedy exploration around ``greedy``
+    (counted as eligible whether or not ``eligible`` names it); ``epsilon`` is within [0, 1).
+    """
+    others = [a for a in dict.fromkeys(eligible) if a != greedy]
+    if not others:
+        return {greedy: 1.0}
+    share = epsilon / len(others)
+    return {greedy: 1.0 - epsilon, **{a: share for a in others}}
 
-    Raises ``BudgetExceeded`` when some arm would be feasible but for the remaining budget,
-    and ``NoFeasibleArm`` when the hints exclude every arm.
+
+def choose_arm(
+    candidates: Sequence[Candidate],
+    constraints: Constraints,
+    *,
+    tenant: str,
+    epsilon: float = 0.0,
+    rng: random.Random | None = None,
+) -> Choice:
+    """The feasible candidate with the highest utility (ties: cheaper, then by name), or,
+    with probability ``epsilon``, another feasible candidate drawn uniformly (see the module
+    docstring for the propensity this reports).
+
+    ``rng`` supplies the randomness (a fresh unseeded one when omitted); with
+    ``epsilon == 0`` it is not used. Raises ``BudgetExceeded`` when some arm would be
+    feasible but for the remaining budget, and ``NoFeasibleArm`` when the hints exclude
+    every arm.
     """
     if not candidates:
         raise NoFeasibleArm("no arm is both configured and allowed for this tenant")
@@ -124,5 +164,14 @@ def choose_arm(candidates: Sequence[Candidate], constraints: Constraints, *, ten
         detail = "; ".join(f"{arm}: {why}" for arm, why in sorted(excluded.items()))
         raise NoFeasibleArm(f"no arm satisfies the request's hints ({detail})")
     lam = constraints.lambda_per_usd
-    chosen = min(feasible, key=lambda c: (-utility(c, lam), c.expected_cost_micros, c.arm))
-    return Choice(chosen, utility(chosen, lam), excluded)
+    greedy = min(feasible, key=lambda c: (-utility(c, lam), c.expected_cost_micros, c.arm))
+    others = sorted((c for c in feasible if c.arm != greedy.arm), key=lambda c: c.arm)
+    if not others:
+        return Choice(greedy, utility(greedy, lam), excluded)
+    chosen, explored = greedy, False
+    if epsilon > 0.0:
+        draw = rng if rng is not None else random.Random()
+        if draw.random() < epsilon:
+            chosen, explored = draw.choice(others), True
+    p = propensities([c.arm for c in feasible], greedy.arm, epsilon)[chosen.arm]
+    return Choice(chosen, utility(chosen, lam), excluded, p, explored)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -13,7 +14,7 @@ from numpy.typing import NDArray
 from router.config.backends import BackendsConfig
 from router.config.tenants import TenantConfig, hash_api_key
 from router.core.catalog import Catalog
-from router.core.protocols import LedgerState
+from router.core.protocols import LedgerState, RememberedDecision
 from router.core.service import RouterCore, Tenant
 from router.core.types import (
     ArmPrediction,
@@ -189,13 +190,25 @@ class ListSink:
 
 class DictIndex:
     def __init__(self) -> None:
-        self.owners: dict[str, str] = {}
+        self.entries: dict[str, RememberedDecision] = {}
 
-    async def remember(self, decision_id: str, tenant: str, arm: str) -> None:
-        self.owners[decision_id] = tenant
+    @property
+    def owners(self) -> dict[str, str]:
+        return {k: v.tenant for k, v in self.entries.items()}
 
-    async def owner(self, decision_id: str) -> str | None:
-        return self.owners.get(decision_id)
+    async def remember(
+        self,
+        decision_id: str,
+        tenant: str,
+        arm: str,
+        *,
+        p_success: float,
+        predicted_cost_usd: float,
+    ) -> None:
+        self.entries[decision_id] = RememberedDecision(tenant, arm, p_success, predicted_cost_usd)
+
+    async def lookup(self, decision_id: str) -> RememberedDecision | None:
+        return self.entries.get(decision_id)
 
 
 BACKENDS = BackendsConfig.model_validate(
@@ -225,8 +238,13 @@ PREDICTIONS = {
 
 
 def tenant(
-    name: str = "acme", cap_usd: float = 1.0, lam: float = 0.0, arms: list[str] | None = None
+    name: str = "acme",
+    cap_usd: float = 1.0,
+    lam: float = 0.0,
+    arms: list[str] | None = None,
+    exploration: float = 0.0,
 ) -> Tenant:
+    """A test tenant; no exploration unless asked, so the policy's choice is deterministic."""
     return Tenant(
         name,
         TenantConfig(
@@ -234,6 +252,7 @@ def tenant(
             daily_cap_usd=cap_usd,
             lambda_per_usd=lam,
             allowed_arms=arms or ["*"],
+            exploration=exploration,
         ),
     )
 
@@ -249,4 +268,5 @@ def make_core(backends: Mapping[str, Any] | None = None) -> RouterCore:
         sink=ListSink(),
         decisions=DictIndex(),
         count_tokens=lambda s: len(s.split()),
+        rng=random.Random(0),
     )

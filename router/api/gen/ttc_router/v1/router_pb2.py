@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1attc_router/v1/router.proto\x12\rttc_router.v1\"\x9b\x01\n\x05Hints\x12\x0c\n\x04\x61rms\x18\x01 \x03(\t\x12\x19\n\x0cmax_cost_usd\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x18\n\x0bmin_quality\x18\x03 \x01(\x01H\x01\x88\x01\x01\x12\x1b\n\x0emax_latency_ms\x18\x04 \x01(\x01H\x02\x88\x01\x01\x42\x0f\n\r_max_cost_usdB\x0e\n\x0c_min_qualityB\x11\n\x0f_max_latency_ms\"h\n\x0cRouteRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12#\n\x05hints\x18\x02 \x01(\x0b\x32\x14.ttc_router.v1.Hints\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x0f\n\x07reserve\x18\x04 \x01(\x08\"\x9f\x01\n\x0b\x41rmEstimate\x12\x0b\n\x03\x61rm\x18\x01 \x01(\t\x12\x11\n\tp_success\x18\x02 \x01(\x01\x12\x1c\n\x14\x65xpected_cost_micros\x18\x03 \x01(\x03\x12\x1c\n\x14reserved_cost_micros\x18\x04 \x01(\x03\x12\x1b\n\x13\x65xpected_latency_ms\x18\x05 \x01(\x01\x12\x17\n\x0f\x65xcluded_reason\x18\x06 \x01(\t\"\xb5\x02\n\x08\x44\x65\x63ision\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x0b\n\x03\x61rm\x18\x03 \x01(\t\x12\x0c\n\x04tier\x18\x04 \x01(\t\x12\x10\n\x08strategy\x18\x05 \x01(\t\x12\x11\n\tp_success\x18\x06 \x01(\x01\x12\x1c\n\x14\x65xpected_cost_micros\x18\x07 \x01(\x03\x12\x1c\n\x14reserved_cost_micros\x18\x08 \x01(\x03\x12\x12\n\nmax_tokens\x18\t \x01(\x05\x12\x12\n\npropensity\x18\n \x01(\x01\x12\x15\n\rmodel_version\x18\x0b \x01(\t\x12.\n\ncandidates\x18\x0c \x03(\x0b\x32\x1a.ttc_router.v1.ArmEstimate\x12\x15\n\rfallback_from\x18\r \x01(\t\"m\n\rRouteResponse\x12)\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0b\x32\x17.ttc_router.v1.Decision\x12\x10\n\x08reserved\x18\x02 \x01(\x08\x12\x1f\n\x17\x62udget_remaining_micros\x18\x03 \x01(\x03\"Z\n\x0fGenerateRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12#\n\x05hints\x18\x02 \x01(\x0b\x32\x14.ttc_router.v1.Hints\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"E\n\x05Usage\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\x03\x12\x15\n\routput_tokens\x18\x02 \x01(\x03\x12\x0f\n\x07samples\x18\x03 \x01(\x05\"\xbb\x02\n\rGenerateFinal\x12\x0e\n\x06\x61nswer\x18\x01 \x01(\t\x12)\n\x08\x64\x65\x63ision\x18\x02 \x01(\x0b\x32\x17.ttc_router.v1.Decision\x12#\n\x05usage\x18\x03 \x01(\x0b\x32\x14.ttc_router.v1.Usage\x12\x13\n\x0b\x63ost_micros\x18\x04 \x01(\x03\x12\x1f\n\x17\x62udget_remaining_micros\x18\x05 \x01(\x03\x12\x12\n\nlatency_ms\x18\x06 \x01(\x01\x12\x38\n\x06\x64\x65tail\x18\x07 \x03(\x0b\x32(.ttc_router.v1.GenerateFinal.DetailEntry\x12\x17\n\x0fusage_estimated\x18\x08 \x01(\x08\x1a-\n\x0b\x44\x65tailEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"[\n\x10GenerateResponse\x12\x0f\n\x05\x64\x65lta\x18\x01 \x01(\tH\x00\x12-\n\x05\x66inal\x18\x02 \x01(\x0b\x32\x1c.ttc_router.v1.GenerateFinalH\x00\x42\x07\n\x05\x65vent\":\n\x14RecordOutcomeRequest\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\"\x17\n\x15RecordOutcomeResponse\"\x12\n\x10GetBudgetRequest\"\x98\x01\n\x0c\x42udgetWindow\x12\x0e\n\x06window\x18\x01 \x01(\t\x12\x12\n\ncap_micros\x18\x02 \x01(\x03\x12\x14\n\x0cspent_micros\x18\x03 \x01(\x03\x12\x13\n\x0bheld_micros\x18\x04 \x01(\x03\x12\x18\n\x10remaining_micros\x18\x05 \x01(\x03\x12\r\n\x05start\x18\x06 \x01(\t\x12\x10\n\x08reset_at\x18\x07 \x01(\t\"\xb6\x01\n\x11GetBudgetResponse\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12,\n\x07windows\x18\x02 \x03(\x0b\x32\x1b.ttc_router.v1.BudgetWindow\x12\x16\n\x0elambda_per_usd\x18\x03 \x01(\x01\x12\x1d\n\x15pacing_lambda_per_usd\x18\x04 \x01(\x01\x12\x1a\n\x12max_request_micros\x18\x05 \x01(\x03\x12\x10\n\x08timezone\x18\x06 \x01(\t2\xc7\x02\n\x06Router\x12\x42\n\x05Route\x12\x1b.ttc_router.v1.RouteRequest\x1a\x1c.ttc_router.v1.RouteResponse\x12M\n\x08Generate\x12\x1e.ttc_router.v1.GenerateRequest\x1a\x1f.ttc_router.v1.GenerateResponse0\x01\x12Z\n\rRecordOutcome\x12#.ttc_router.v1.RecordOutcomeRequest\x1a$.ttc_router.v1.RecordOutcomeResponse\x12N\n\tGetBudget\x12\x1f.ttc_router.v1.GetBudgetRequest\x1a .ttc_router.v1.GetBudgetResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1attc_router/v1/router.proto\x12\rttc_router.v1\"\x9b\x01\n\x05Hints\x12\x0c\n\x04\x61rms\x18\x01 \x03(\t\x12\x19\n\x0cmax_cost_usd\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x18\n\x0bmin_quality\x18\x03 \x01(\x01H\x01\x88\x01\x01\x12\x1b\n\x0emax_latency_ms\x18\x04 \x01(\x01H\x02\x88\x01\x01\x42\x0f\n\r_max_cost_usdB\x0e\n\x0c_min_qualityB\x11\n\x0f_max_latency_ms\"h\n\x0cRouteRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12#\n\x05hints\x18\x02 \x01(\x0b\x32\x14.ttc_router.v1.Hints\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x0f\n\x07reserve\x18\x04 \x01(\x08\"\x9f\x01\n\x0b\x41rmEstimate\x12\x0b\n\x03\x61rm\x18\x01 \x01(\t\x12\x11\n\tp_success\x18\x02 \x01(\x01\x12\x1c\n\x14\x65xpected_cost_micros\x18\x03 \x01(\x03\x12\x1c\n\x14reserved_cost_micros\x18\x04 \x01(\x03\x12\x1b\n\x13\x65xpected_latency_ms\x18\x05 \x01(\x01\x12\x17\n\x0f\x65xcluded_reason\x18\x06 \x01(\t\"\xc7\x02\n\x08\x44\x65\x63ision\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x0b\n\x03\x61rm\x18\x03 \x01(\t\x12\x0c\n\x04tier\x18\x04 \x01(\t\x12\x10\n\x08strategy\x18\x05 \x01(\t\x12\x11\n\tp_success\x18\x06 \x01(\x01\x12\x1c\n\x14\x65xpected_cost_micros\x18\x07 \x01(\x03\x12\x1c\n\x14reserved_cost_micros\x18\x08 \x01(\x03\x12\x12\n\nmax_tokens\x18\t \x01(\x05\x12\x12\n\npropensity\x18\n \x01(\x01\x12\x15\n\rmodel_version\x18\x0b \x01(\t\x12.\n\ncandidates\x18\x0c \x03(\x0b\x32\x1a.ttc_router.v1.ArmEstimate\x12\x15\n\rfallback_from\x18\r \x01(\t\x12\x10\n\x08\x65xplored\x18\x0e \x01(\x08\"m\n\rRouteResponse\x12)\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0b\x32\x17.ttc_router.v1.Decision\x12\x10\n\x08reserved\x18\x02 \x01(\x08\x12\x1f\n\x17\x62udget_remaining_micros\x18\x03 \x01(\x03\"Z\n\x0fGenerateRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12#\n\x05hints\x18\x02 \x01(\x0b\x32\x14.ttc_router.v1.Hints\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"E\n\x05Usage\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\x03\x12\x15\n\routput_tokens\x18\x02 \x01(\x03\x12\x0f\n\x07samples\x18\x03 \x01(\x05\"\xbb\x02\n\rGenerateFinal\x12\x0e\n\x06\x61nswer\x18\x01 \x01(\t\x12)\n\x08\x64\x65\x63ision\x18\x02 \x01(\x0b\x32\x17.ttc_router.v1.Decision\x12#\n\x05usage\x18\x03 \x01(\x0b\x32\x14.ttc_router.v1.Usage\x12\x13\n\x0b\x63ost_micros\x18\x04 \x01(\x03\x12\x1f\n\x17\x62udget_remaining_micros\x18\x05 \x01(\x03\x12\x12\n\nlatency_ms\x18\x06 \x01(\x01\x12\x38\n\x06\x64\x65tail\x18\x07 \x03(\x0b\x32(.ttc_router.v1.GenerateFinal.DetailEntry\x12\x17\n\x0fusage_estimated\x18\x08 \x01(\x08\x1a-\n\x0b\x44\x65tailEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"[\n\x10GenerateResponse\x12\x0f\n\x05\x64\x65lta\x18\x01 \x01(\tH\x00\x12-\n\x05\x66inal\x18\x02 \x01(\x0b\x32\x1c.ttc_router.v1.GenerateFinalH\x00\x42\x07\n\x05\x65vent\":\n\x14RecordOutcomeRequest\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\"\x17\n\x15RecordOutcomeResponse\"\x12\n\x10GetBudgetRequest\"\x98\x01\n\x0c\x42udgetWindow\x12\x0e\n\x06window\x18\x01 \x01(\t\x12\x12\n\ncap_micros\x18\x02 \x01(\x03\x12\x14\n\x0cspent_micros\x18\x03 \x01(\x03\x12\x13\n\x0bheld_micros\x18\x04 \x01(\x03\x12\x18\n\x10remaining_micros\x18\x05 \x01(\x03\x12\r\n\x05start\x18\x06 \x01(\t\x12\x10\n\x08reset_at\x18\x07 \x01(\t\"\xb6\x01\n\x11GetBudgetResponse\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12,\n\x07windows\x18\x02 \x03(\x0b\x32\x1b.ttc_router.v1.BudgetWindow\x12\x16\n\x0elambda_per_usd\x18\x03 \x01(\x01\x12\x1d\n\x15pacing_lambda_per_usd\x18\x04 \x01(\x01\x12\x1a\n\x12max_request_micros\x18\x05 \x01(\x03\x12\x10\n\x08timezone\x18\x06 \x01(\t\"F\n\x12ReloadModelRequest\x12\x14\n\x07version\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\x0e\n\x06reason\x18\x02 \x01(\tB\n\n\x08_version\"F\n\x13ReloadModelResponse\x12\x15\n\rmodel_version\x18\x01 \x01(\t\x12\x18\n\x10previous_version\x18\x02 \x01(\t2\x9d\x03\n\x06Router\x12\x42\n\x05Route\x12\x1b.ttc_router.v1.RouteRequest\x1a\x1c.ttc_router.v1.RouteResponse\x12M\n\x08Generate\x12\x1e.ttc_router.v1.GenerateRequest\x1a\x1f.ttc_router.v1.GenerateResponse0\x01\x12Z\n\rRecordOutcome\x12#.ttc_router.v1.RecordOutcomeRequest\x1a$.ttc_router.v1.RecordOutcomeResponse\x12N\n\tGetBudget\x12\x1f.ttc_router.v1.GetBudgetRequest\x1a .ttc_router.v1.GetBudgetResponse\x12T\n\x0bReloadModel\x12!.ttc_router.v1.ReloadModelRequest\x1a\".ttc_router.v1.ReloadModelResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,29 +40,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ARMESTIMATE']._serialized_start=310
   _globals['_ARMESTIMATE']._serialized_end=469
   _globals['_DECISION']._serialized_start=472
-  _globals['_DECISION']._serialized_end=781
-  _globals['_ROUTERESPONSE']._serialized_start=783
-  _globals['_ROUTERESPONSE']._serialized_end=892
-  _globals['_GENERATEREQUEST']._serialized_start=894
-  _globals['_GENERATEREQUEST']._serialized_end=984
-  _globals['_USAGE']._serialized_start=986
-  _globals['_USAGE']._serialized_end=1055
-  _globals['_GENERATEFINAL']._serialized_start=1058
-  _globals['_GENERATEFINAL']._serialized_end=1373
-  _globals['_GENERATEFINAL_DETAILENTRY']._serialized_start=1328
-  _globals['_GENERATEFINAL_DETAILENTRY']._serialized_end=1373
-  _globals['_GENERATERESPONSE']._serialized_start=1375
-  _globals['_GENERATERESPONSE']._serialized_end=1466
-  _globals['_RECORDOUTCOMEREQUEST']._serialized_start=1468
-  _globals['_RECORDOUTCOMEREQUEST']._serialized_end=1526
-  _globals['_RECORDOUTCOMERESPONSE']._serialized_start=1528
-  _globals['_RECORDOUTCOMERESPONSE']._serialized_end=1551
-  _globals['_GETBUDGETREQUEST']._serialized_start=1553
-  _globals['_GETBUDGETREQUEST']._serialized_end=1571
-  _globals['_BUDGETWINDOW']._serialized_start=1574
-  _globals['_BUDGETWINDOW']._serialized_end=1726
-  _globals['_GETBUDGETRESPONSE']._serialized_start=1729
-  _globals['_GETBUDGETRESPONSE']._serialized_end=1911
-  _globals['_ROUTER']._serialized_start=1914
-  _globals['_ROUTER']._serialized_end=2241
+  _globals['_DECISION']._serialized_end=799
+  _globals['_ROUTERESPONSE']._serialized_start=801
+  _globals['_ROUTERESPONSE']._serialized_end=910
+  _globals['_GENERATEREQUEST']._serialized_start=912
+  _globals['_GENERATEREQUEST']._serialized_end=1002
+  _globals['_USAGE']._serialized_start=1004
+  _globals['_USAGE']._serialized_end=1073
+  _globals['_GENERATEFINAL']._serialized_start=1076
+  _globals['_GENERATEFINAL']._serialized_end=1391
+  _globals['_GENERATEFINAL_DETAILENTRY']._serialized_start=1346
+  _globals['_GENERATEFINAL_DETAILENTRY']._serialized_end=1391
+  _globals['_GENERATERESPONSE']._serialized_start=1393
+  _globals['_GENERATERESPONSE']._serialized_end=1484
+  _globals['_RECORDOUTCOMEREQUEST']._serialized_start=1486
+  _globals['_RECORDOUTCOMEREQUEST']._serialized_end=1544
+  _globals['_RECORDOUTCOMERESPONSE']._serialized_start=1546
+  _globals['_RECORDOUTCOMERESPONSE']._serialized_end=1569
+  _globals['_GETBUDGETREQUEST']._serialized_start=1571
+  _globals['_GETBUDGETREQUEST']._serialized_end=1589
+  _globals['_BUDGETWINDOW']._serialized_start=1592
+  _globals['_BUDGETWINDOW']._serialized_end=1744
+  _globals['_GETBUDGETRESPONSE']._serialized_start=1747
+  _globals['_GETBUDGETRESPONSE']._serialized_end=1929
+  _globals['_RELOADMODELREQUEST']._serialized_start=1931
+  _globals['_RELOADMODELREQUEST']._serialized_end=2001
+  _globals['_RELOADMODELRESPONSE']._serialized_start=2003
+  _globals['_RELOADMODELRESPONSE']._serialized_end=2073
+  _globals['_ROUTER']._serialized_start=2076
+  _globals['_ROUTER']._serialized_end=2489
 # @@protoc_insertion_point(module_scope)

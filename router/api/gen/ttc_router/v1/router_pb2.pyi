@@ -47,7 +47,7 @@ class ArmEstimate(_message.Message):
     def __init__(self, arm: _Optional[str] = ..., p_success: _Optional[float] = ..., expected_cost_micros: _Optional[int] = ..., reserved_cost_micros: _Optional[int] = ..., expected_latency_ms: _Optional[float] = ..., excluded_reason: _Optional[str] = ...) -> None: ...
 
 class Decision(_message.Message):
-    __slots__ = ("decision_id", "request_id", "arm", "tier", "strategy", "p_success", "expected_cost_micros", "reserved_cost_micros", "max_tokens", "propensity", "model_version", "candidates", "fallback_from")
+    __slots__ = ("decision_id", "request_id", "arm", "tier", "strategy", "p_success", "expected_cost_micros", "reserved_cost_micros", "max_tokens", "propensity", "model_version", "candidates", "fallback_from", "explored")
     DECISION_ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     ARM_FIELD_NUMBER: _ClassVar[int]
@@ -61,6 +61,7 @@ class Decision(_message.Message):
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     FALLBACK_FROM_FIELD_NUMBER: _ClassVar[int]
+    EXPLORED_FIELD_NUMBER: _ClassVar[int]
     decision_id: str
     request_id: str
     arm: str
@@ -74,7 +75,8 @@ class Decision(_message.Message):
     model_version: str
     candidates: _containers.RepeatedCompositeFieldContainer[ArmEstimate]
     fallback_from: str
-    def __init__(self, decision_id: _Optional[str] = ..., request_id: _Optional[str] = ..., arm: _Optional[str] = ..., tier: _Optional[str] = ..., strategy: _Optional[str] = ..., p_success: _Optional[float] = ..., expected_cost_micros: _Optional[int] = ..., reserved_cost_micros: _Optional[int] = ..., max_tokens: _Optional[int] = ..., propensity: _Optional[float] = ..., model_version: _Optional[str] = ..., candidates: _Optional[_Iterable[_Union[ArmEstimate, _Mapping]]] = ..., fallback_from: _Optional[str] = ...) -> None: ...
+    explored: bool
+    def __init__(self, decision_id: _Optional[str] = ..., request_id: _Optional[str] = ..., arm: _Optional[str] = ..., tier: _Optional[str] = ..., strategy: _Optional[str] = ..., p_success: _Optional[float] = ..., expected_cost_micros: _Optional[int] = ..., reserved_cost_micros: _Optional[int] = ..., max_tokens: _Optional[int] = ..., propensity: _Optional[float] = ..., model_version: _Optional[str] = ..., candidates: _Optional[_Iterable[_Union[ArmEstimate, _Mapping]]] = ..., fallback_from: _Optional[str] = ..., explored: _Optional[bool] = ...) -> None: ...
 
 class RouteResponse(_message.Message):
     __slots__ = ("decision", "reserved", "budget_remaining_micros")
@@ -190,3 +192,19 @@ class GetBudgetResponse(_message.Message):
     max_request_micros: int
     timezone: str
     def __init__(self, tenant: _Optional[str] = ..., windows: _Optional[_Iterable[_Union[BudgetWindow, _Mapping]]] = ..., lambda_per_usd: _Optional[float] = ..., pacing_lambda_per_usd: _Optional[float] = ..., max_request_micros: _Optional[int] = ..., timezone: _Optional[str] = ...) -> None: ...
+
+class ReloadModelRequest(_message.Message):
+    __slots__ = ("version", "reason")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    reason: str
+    def __init__(self, version: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class ReloadModelResponse(_message.Message):
+    __slots__ = ("model_version", "previous_version")
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_VERSION_FIELD_NUMBER: _ClassVar[int]
+    model_version: str
+    previous_version: str
+    def __init__(self, model_version: _Optional[str] = ..., previous_version: _Optional[str] = ...) -> None: ...

@@ -54,6 +54,11 @@ class RouterStub:
                 request_serializer=ttc__router_dot_v1_dot_router__pb2.GetBudgetRequest.SerializeToString,
                 response_deserializer=ttc__router_dot_v1_dot_router__pb2.GetBudgetResponse.FromString,
                 _registered_method=True)
+        self.ReloadModel = channel.unary_unary(
+                '/ttc_router.v1.Router/ReloadModel',
+                request_serializer=ttc__router_dot_v1_dot_router__pb2.ReloadModelRequest.SerializeToString,
+                response_deserializer=ttc__router_dot_v1_dot_router__pb2.ReloadModelResponse.FromString,
+                _registered_method=True)
 
 
 class RouterServicer:
@@ -90,6 +95,18 @@ class RouterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReloadModel(self, request, context):
+        """Admin: changes the predictor model this server decides with, without dropping a
+        request. With `version`, that registered version is checked (it loads, predicts every
+        configured arm, passes a test prediction), promoted in the model registry and swapped
+        in; without, the registry's promoted version is read again and swapped in if new.
+        A model that fails the checks is refused and the served one stays. Needs a server
+        started with a model registry and the `x-admin-key` metadata entry.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RouterServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -112,6 +129,11 @@ def add_RouterServicer_to_server(servicer, server):
                     servicer.GetBudget,
                     request_deserializer=ttc__router_dot_v1_dot_router__pb2.GetBudgetRequest.FromString,
                     response_serializer=ttc__router_dot_v1_dot_router__pb2.GetBudgetResponse.SerializeToString,
+            ),
+            'ReloadModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReloadModel,
+                    request_deserializer=ttc__router_dot_v1_dot_router__pb2.ReloadModelRequest.FromString,
+                    response_serializer=ttc__router_dot_v1_dot_router__pb2.ReloadModelResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -222,6 +244,33 @@ class Router:
             '/ttc_router.v1.Router/GetBudget',
             ttc__router_dot_v1_dot_router__pb2.GetBudgetRequest.SerializeToString,
             ttc__router_dot_v1_dot_router__pb2.GetBudgetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReloadModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ttc_router.v1.Router/ReloadModel',
+            ttc__router_dot_v1_dot_router__pb2.ReloadModelRequest.SerializeToString,
+            ttc__router_dot_v1_dot_router__pb2.ReloadModelResponse.FromString,
             options,
             channel_credentials,
             insecure,
