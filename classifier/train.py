@@ -34,7 +34,7 @@ import math
 import re
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -189,6 +189,24 @@ def _stack_logits(
     return clf.decision_function(x), y, w, arm_rows[j].rows[ok]
 
 
+def _stack_kind_fits(
+    stack_in: F64, arm_rows: Sequence[_ArmRows], kind: str, folds: NDArray[np.int64]
+) -> bool:
+    """Whether every arm has rows of both labels for a stack kind, in every CV training part.
+
+    ``per_arm_cross`` needs every arm's logits on a prompt, so on logged traffic (one arm
+    per prompt) it has no rows at all and is not a candidate.
+    """
+    for j, ar in enumerate(arm_rows):
+        _, y, w, ok = _stack_design(stack_in, arm_rows, kind, j)
+        fold_of = folds[ar.rows[ok]]
+        for f in range(-1, N_FOLDS):
+            sel = (fold_of != f) & (w > 0)
+            if len(np.unique(y[sel])) < 2:
+                return False
+    return True
+
+
 def _fit_stack(stack_in: F64, arm_rows: Sequence[_ArmRows], folds: NDArray[np.int64]) -> Stack:
     """The stacking logistic regression; its form is chosen by CV log loss among
     ``pooled`` (one weight per learner shared by all arms, an intercept per arm),
@@ -198,6 +216,8 @@ def _fit_stack(stack_in: F64, arm_rows: Sequence[_ArmRows], folds: NDArray[np.in
     n_learners = stack_in.shape[1] // n_arms
     losses: dict[str, float] = {}
     for kind in STACK_KINDS:
+        if not _stack_kind_fits(stack_in, arm_rows, kind, folds):
+            continue
         total, weight = 0.0, 0.0
         for f in range(N_FOLDS):
             fits = _stack_fits(stack_in, arm_rows, kind, folds != f)
@@ -208,7 +228,12 @@ def _fit_stack(stack_in: F64, arm_rows: Sequence[_ArmRows], folds: NDArray[np.in
                 total += float(np.sum(w[te] * ll))
                 weight += float(np.sum(w[te]))
         losses[kind] = total / max(weight, 1e-12)
-    kind = min(STACK_KINDS, key=lambda k: losses[k])
+    if not losses:
+        raise InvalidRequest(
+            "too few outcomes to fit the stacking model: some arm has records of only one "
+            "outcome in a cross-validation fold; log more traffic or add a benchmark table"
+        )
+    kind = min(losses, key=lambda k: losses[k])
     fits = _stack_fits(stack_in, arm_rows, kind, None)
     weights = np.zeros((n_learners * n_arms, n_arms))
     bias = np.zeros(n_arms)
@@ -537,6 +562,19 @@ class _Hyper:
     k: int = K_GRID[0]
 
 
+def _smooth_if_constant(recs: list[OutcomeRecord]) -> list[OutcomeRecord]:
+    """An arm whose every score is the same value c (a tier that never failed in the logs)
+    gets the Krichevsky-Trofimov estimate (c·m + ½) / (m + 1) over its m records instead:
+    the evidence for "always" grows with m but never becomes certainty, and every learner
+    then has both outcomes to weigh."""
+    first = recs[0].score
+    if any(r.score != first for r in recs):
+        return recs
+    m = len(recs)
+    smoothed = (first * m + 0.5) / (m + 1)
+    return [replace(r, score=smoothed) for r in recs]
+
+
 def _fit(
     x: NDArray[np.float32],
     names: tuple[str, ...],
@@ -555,6 +593,7 @@ def _fit(
     for a in arms:
         if not by_arm[a]:
             raise InvalidRequest(f"arm {a!r} has no training records")
+        by_arm[a] = _smooth_if_constant(by_arm[a])
     rows = np.asarray(sorted({table.index[r.prompt_id] for r in recs}), np.int64)
     scaler = StandardScaler().fit(x[rows])
     z = scaler.transform(x).astype(np.float64)
@@ -569,12 +608,6 @@ def _fit(
         progress(what, done / steps)
 
     score_t = {a: _per_prompt(by_arm[a], table.index, lambda r: r.score) for a in arms}
-    for a in arms:
-        y = score_t[a][1]
-        if float(y.max()) - float(y.min()) <= 0:
-            raise InvalidRequest(
-                f"arm {a!r}: every training score is {float(y[0]):g}; nothing to learn"
-            )
     linear = _ridge_heads(z, score_t, ALPHA_GRID)
     lin_oof = np.full((n, a_n), np.nan)
     hyper = _Hyper()

@@ -158,7 +158,10 @@ def test_arm_without_token_counts_predicts_cost_directly() -> None:
     assert float(c[0, 0]) < float(c[0, 1])
 
 
-def test_single_class_arm_is_rejected() -> None:
+def test_an_arm_that_never_failed_is_predicted_near_but_below_certainty() -> None:
+    """A tier that succeeded on every logged prompt (the logs of a closed loop can hold one)
+    still trains: its scores become the KT estimate (m + 1/2) / (m + 1), so the model is
+    confident but not certain, and the other arms are unaffected."""
     records, by_text = _synthetic()
     flat = [
         OutcomeRecord(r.prompt_id, r.prompt, r.arm, 1.0, r.cost_usd, output_tokens=r.output_tokens)
@@ -166,8 +169,14 @@ def test_single_class_arm_is_rejected() -> None:
         else r
         for r in records
     ]
-    with pytest.raises(InvalidRequest, match=r"big/greedy.*nothing to learn"):
-        train(flat, seed=0, arms=ARMS, featurize=_featurizer(by_text))
+    model = train(flat, seed=0, arms=ARMS, featurize=_featurizer(by_text), test_fraction=0.0)
+    x = np.random.default_rng(5).normal(size=(50, N_FEATURES)).astype(np.float32)
+    p, _, _ = model.predict_all(x)
+    m = sum(1 for r in flat if r.arm == "big/greedy")
+    kt = (m + 0.5) / (m + 1)
+    assert np.all(p[:, 1] > 0.9) and np.all(p[:, 1] < 1.0)
+    assert abs(float(p[:, 1].mean()) - kt) < 0.05
+    assert float(p[:, 0].std()) > 0.05  # the first arm still depends on the prompt
 
 
 def test_tokens_per_sample_divides_by_the_samples_drawn() -> None:
