@@ -1,4 +1,5 @@
-"""``ttc-router data import|split``, ``train``, ``predict``, ``eval``: the predictor's jobs."""
+"""``ttc-router data import|split``, ``train``, ``predict``, ``eval``, ``simulate``,
+``retrain``: the predictor's jobs."""
 
 from __future__ import annotations
 
@@ -346,6 +347,73 @@ def _print_simulation(report: dict[str, Any]) -> None:
     console.print(f"wrote {report['records']} records to {report['out']}", highlight=False)
 
 
+def retrain(
+    logs: Annotated[Path, typer.Option("--logs", help="outcomes directory of the service")],
+    out: Annotated[Path, typer.Option("--out", help="model directory to write the candidate to")],
+    since: Annotated[
+        str | None, typer.Option(help="only decisions from this UTC day on (YYYY-MM-DD)")
+    ] = None,
+    plus: Annotated[
+        list[Path] | None,
+        typer.Option("--plus", help="full-information benchmark tables to add (repeatable)"),
+    ] = None,
+    registry: Annotated[
+        Path | None,
+        typer.Option(help="model registry: compare with its promoted model, register, promote"),
+    ] = None,
+    current: Annotated[
+        Path | None, typer.Option(help="the current model directory (without a registry)")
+    ] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+    holdout: Annotated[
+        float, typer.Option(help="share of prompts held apart to judge the candidate")
+    ] = 0.2,
+    margin_apgr: Annotated[
+        float, typer.Option(help="APGR the candidate may lose within noise")
+    ] = 0.05,
+    margin_cost95: Annotated[
+        float, typer.Option(help="cost@95 (share of always-best's cost) it may add within noise")
+    ] = 0.10,
+    as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+) -> None:
+    """Train a candidate on logged traffic and promote it only if it is not worse.
+
+    The candidate and the current model are compared on held-apart
+    prompts: off-policy (IPS, self-normalised IPS, doubly robust) on the
+    logs, exactly on --plus tables. The candidate is promoted only when
+    the bootstrap intervals show it is not worse on APGR and cost@95
+    beyond the margins. Exit code 0 whether or not it was promoted.
+    """
+    from datetime import date
+
+    from classifier.retrain import format_report, retrain_job
+    from router.errors import InvalidRequest
+
+    with _errors():
+        try:
+            day = date.fromisoformat(since) if since else None
+        except ValueError:
+            raise InvalidRequest(f"--since {since!r} is not a date (YYYY-MM-DD)") from None
+        with _bar("retrain") as progress:
+            report = retrain_job(
+                logs,
+                out,
+                since=day,
+                plus=plus or [],
+                registry_dir=registry,
+                current_dir=current,
+                seed=seed,
+                holdout=holdout,
+                apgr_margin=margin_apgr,
+                cost_margin=margin_cost95,
+                progress=progress,
+            )
+    if as_json:
+        console.print_json(json.dumps(report, default=float))
+    else:
+        console.print(format_report(report), highlight=False)
+
+
 def register(app: typer.Typer) -> None:
     """Add the commands to the ``ttc-router`` application."""
     app.add_typer(data_app, name="data")
@@ -353,6 +421,7 @@ def register(app: typer.Typer) -> None:
     app.command("predict")(predict)
     app.command("eval")(evaluate)
     app.command("simulate")(simulate)
+    app.command("retrain")(retrain)
 
 
 __all__ = ["data_app", "register"]
