@@ -68,6 +68,7 @@ def write_tenant(path: Path) -> Path:
                 "allowed_arms": ["*"],
                 "lambda_per_usd": 50.0,
                 "pacing": False,
+                "exploration": 0.0,
             }
         }
     }
@@ -92,6 +93,7 @@ async def fallback_service(
         tenants_file=write_tenant(work / "tenants.yaml"),
         cache_dir=tmp_path_factory.getbasetemp() / "cache",
         outcomes_dir=work / "outcomes",
+        outcome_log="jsonl",
         max_concurrency=8,
         default_deadline_s=30.0,
     )
