@@ -52,7 +52,7 @@ async def serve(settings: Settings, console: Console) -> None:
     )
     for tier, cfg in runtime.backends_config.tiers.items():
         console.print(
-            f"             {tier:<10} {cfg.protocol:<7} {cfg.endpoint}  model={cfg.model}"
+            f"             {tier:<10} {cfg.protocol:<9} {cfg.endpoint}  model={cfg.model}"
         )
     console.print(f"  arms     : {', '.join(core.catalog.names)}")
     console.print(
@@ -62,7 +62,11 @@ async def serve(settings: Settings, console: Console) -> None:
     console.print(
         f"  tenants  : {settings.tenants_file} ({len(runtime.tenants.tenants)} tenant(s))"
     )
-    console.print(f"  outcomes : {settings.outcomes_dir}/")
+    if settings.outcome_log == "redis":
+        drain = f" → Parquet in {settings.outcomes_dir}/" if settings.outcome_drain else ""
+        console.print(f"  outcomes : Redis Stream {settings.outcome_stream}{drain}")
+    else:
+        console.print(f"  outcomes : JSON Lines in {settings.outcomes_dir}/")
     console.print(f"  health   : {running.last}")
     if settings.metrics_listen:
         from prometheus_client import start_http_server
