@@ -110,8 +110,9 @@ def _watch_models(settings: Settings, core: RouterCore, stack: AsyncExitStack) -
     if settings.model_registry is None:
         return None
     from classifier.registry import Registry
+    from router.api.metrics import count_model_swap
 
-    slot = ModelSlot(core, Registry(settings.model_registry))
+    slot = ModelSlot(core, Registry(settings.model_registry), on_result=count_model_swap)
     task = asyncio.create_task(slot.watch(settings.model_watch_s), name="ttc-model-watch")
     stack.push_async_callback(_stop_task, task)
     return slot

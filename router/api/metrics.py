@@ -11,6 +11,18 @@ from prometheus_client.registry import Collector
 
 from router.core.drift import DriftTracker
 
+MODEL_SWAPS = Counter(
+    "ttc_model_swaps_total",
+    "Attempts to serve another predictor model version, by result (swapped or refused)",
+    ["result"],
+)
+
+
+def count_model_swap(result: str) -> None:
+    """Count one hot-swap attempt (``swapped`` or ``refused``)."""
+    MODEL_SWAPS.labels(result).inc()
+
+
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
 

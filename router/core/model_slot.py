@@ -14,10 +14,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
-
-from prometheus_client import Counter
 
 from router.core.protocols import Predictor
 from router.core.service import RouterCore
@@ -25,11 +24,6 @@ from router.errors import ConfigError, InvalidRequest, ModelError, NotFound, Rou
 
 log = logging.getLogger("ttc_router.models")
 
-MODEL_SWAPS = Counter(
-    "ttc_model_swaps_total",
-    "Attempts to serve another predictor model version, by result (swapped or refused)",
-    ["result"],
-)
 PROBE_PROMPT = "What is 12 + 30? Answer with the number."
 """The prompt of the test prediction every candidate model must pass before it serves."""
 
@@ -58,9 +52,17 @@ class SwapResult:
 class ModelSlot:
     """The served predictor of ``core``, swapped to the source's promoted version."""
 
-    def __init__(self, core: RouterCore, source: ModelSource) -> None:
+    def __init__(
+        self,
+        core: RouterCore,
+        source: ModelSource,
+        on_result: Callable[[str], None] | None = None,
+    ) -> None:
+        """``on_result`` is told ``"swapped"`` or ``"refused"`` after every attempt (the
+        server counts them in ``ttc_model_swaps_total``)."""
         self._core = core
         self._source = source
+        self._on_result = on_result
         self._lock = asyncio.Lock()
         self._seen: str | None = core.predictor.version
         self.swaps = 0
@@ -189,14 +191,16 @@ class ModelSlot:
         previous = self._core.predictor.version
         self._core.predictor = predictor  # the swap: the next decision uses the new model
         self.swaps += 1
-        MODEL_SWAPS.labels("swapped").inc()
+        if self._on_result is not None:
+            self._on_result("swapped")
         log.info("now serving model %s (was %s)", predictor.version, previous)
 
     def _refused(self, version: str, why: str) -> None:
         self.refusals += 1
         self.last_refusal = why
-        MODEL_SWAPS.labels("refused").inc()
+        if self._on_result is not None:
+            self._on_result("refused")
         log.error("refused model %s, still serving %s: %s", version, self.version, why)
 
 
-__all__ = ["MODEL_SWAPS", "PROBE_PROMPT", "ModelSlot", "ModelSource", "SwapResult"]
+__all__ = ["PROBE_PROMPT", "ModelSlot", "ModelSource", "SwapResult"]

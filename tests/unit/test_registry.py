@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from classifier.predictor import default_model_dir
 from classifier.registry import CURRENT_FILE, HISTORY_FILE, Registry, write_atomic
+from router.api.metrics import count_model_swap
 from router.core.model_slot import ModelSlot
 from router.core.service import RouterCore
 from router.core.types import ArmPrediction, Prediction
@@ -344,7 +345,7 @@ def slot_with(models: Mapping[str, Any]) -> tuple[ModelSlot, FakeSource, RouterC
     core = make_core()
     core.predictor = VersionedPredictor("v1")
     source = FakeSource({"v1": core.predictor, **models}, "v1")
-    return ModelSlot(core, source), source, core
+    return ModelSlot(core, source, on_result=count_model_swap), source, core
 
 
 async def test_poll_swaps_to_a_newly_promoted_version() -> None:
