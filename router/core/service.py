@@ -15,10 +15,10 @@ import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from router.config.tenants import TenantConfig
 from router.core.catalog import ArmSpec, Catalog
+from router.core.costs import MICROS_PER_USD, sum_cost
 from router.core.drift import DriftTracker
 from router.core.estimate import candidate, input_token_bounds
 from router.core.protocols import (
@@ -30,10 +30,19 @@ from router.core.protocols import (
     OutcomeSink,
     Predictor,
 )
+from router.core.records import outcome_record
+from router.core.requests import (
+    ArmView,
+    BudgetView,
+    Decision,
+    Delta,
+    GenerateResult,
+    Hints,
+    RouteResult,
+    Tenant,
+)
 from router.core.types import (
-    DetailValue,
     Prediction,
-    Price,
     Reservation,
     StrategyResult,
     WindowState,
@@ -64,87 +73,6 @@ from router.strategies.base import RunContext
 log = logging.getLogger("ttc_router.core")
 T = TypeVar("T")
 
-MICROS_PER_USD = 1_000_000
-
-
-@dataclass(frozen=True)
-class Tenant:
-    name: str
-    config: TenantConfig
-
-    @property
-    def caps(self) -> dict[str, int]:
-        return self.config.caps_micros
-
-    @property
-    def tz(self) -> str:
-        return self.config.timezone
-
-
-@dataclass(frozen=True)
-class Hints:
-    arms: tuple[str, ...] = ()
-    max_cost_usd: float | None = None
-    min_quality: float | None = None
-    max_latency_ms: float | None = None
-
-    def validate(self) -> None:
-        if self.max_cost_usd is not None and not self.max_cost_usd > 0:
-            raise InvalidRequest("hints.max_cost_usd must be > 0 when set")
-        if self.min_quality is not None and not 0.0 <= self.min_quality <= 1.0:
-            raise InvalidRequest("hints.min_quality must be within [0, 1] when set")
-        if self.max_latency_ms is not None and not self.max_latency_ms > 0:
-            raise InvalidRequest("hints.max_latency_ms must be > 0 when set")
-
-
-@dataclass(frozen=True)
-class ArmView:
-    candidate: Candidate
-    excluded_reason: str = ""
-
-
-@dataclass(frozen=True)
-class Decision:
-    """The arm a request runs on and why.
-
-    ``propensity`` is the probability that the policy picks this arm for this request and
-    ``explored`` whether it is an ε-exploration pick rather than the greedy one (see
-    ``router.policy.choose``). A request that names its arms in ``hints.arms`` is never
-    explored (propensity 1). When the budget refuses the chosen arm and the request moves to
-    the cheapest arm the hints allow, that move is forced, not sampled: propensity 1,
-    ``explored`` False.
-
-    ``fallback_from`` names the tier the policy chose when that tier was down and the
-    request moved along its fallback chain; ``spec`` and ``chosen`` are then the arm that
-    actually ran, while ``candidates``, ``propensity`` and ``explored`` stay the policy's
-    own view.
-    """
-
-    decision_id: str
-    request_id: str
-    spec: ArmSpec
-    chosen: Candidate
-    propensity: float
-    model_version: str
-    candidates: tuple[ArmView, ...]
-    fallback_from: str | None = None
-    explored: bool = False
-
-    @property
-    def arm(self) -> str:
-        return self.spec.name
-
-
-@dataclass(frozen=True)
-class BudgetView:
-    """A tenant's budget as ``GetBudget`` shows it: windows, λ in force and its parts."""
-
-    windows: tuple[WindowState, ...]
-    lambda_per_usd: float
-    pacing_lambda_per_usd: float
-    max_request_micros: int | None
-    timezone: str
-
 
 @dataclass(frozen=True)
 class _Plan:
@@ -157,35 +85,6 @@ class _Plan:
     input_expected: int
     input_upper: int
     max_cost_micros: int | None
-
-
-@dataclass(frozen=True)
-class RouteResult:
-    decision: Decision
-    reserved: bool
-    remaining_micros: int
-
-
-@dataclass(frozen=True)
-class Delta:
-    text: str
-
-
-@dataclass(frozen=True)
-class GenerateResult:
-    """The end of a Generate. ``cost_micros`` is everything charged for the request,
-    including output tokens of a failed tier the request fell back from."""
-
-    answer: str
-    decision: Decision
-    input_tokens: int
-    output_tokens: int
-    samples: int
-    cost_micros: int
-    remaining_micros: int
-    latency_ms: float
-    usage_estimated: bool = False
-    detail: Mapping[str, DetailValue] = field(default_factory=dict)
 
 
 @dataclass
@@ -698,54 +597,19 @@ class RouterCore:
         latency_ms: float,
         error: str | None,
     ) -> None:
-        """Write the request's one outcome record.
-
-        ``arm``/``tier``/``model`` are what ran last; tokens and ``samples`` are that run's
-        (zero when it failed); ``partial_output_tokens`` are tokens of failed calls that
-        were charged; ``cost_usd`` is everything charged.
-        """
-        decision = spend.decision
-        record: dict[str, Any] = {
-            "prompt_id": decision.request_id,
-            "prompt": prompt,
-            "arm": decision.arm,
-            "score": None,
-            "cost_usd": cost_micros / MICROS_PER_USD,
-            "task": "traffic",
-            "input_tokens": result.input_tokens if result else 0,
-            "output_tokens": result.output_tokens if result else 0,
-            "latency_ms": round(latency_ms, 3),
-            "propensity": decision.propensity,
-            "explored": decision.explored,
-            "request_id": decision.request_id,
-            "tenant": tenant.name,
-            "ts": datetime.fromtimestamp(self.clock(), UTC).isoformat(),
-            "model": decision.spec.tier.model,
-            "decision_id": decision.decision_id,
-            "tier": decision.spec.arm.tier,
-            "strategy": decision.spec.strategy.name,
-            "samples": result.samples if result else 0,
-            "usage_estimated": result.usage_estimated if result else False,
-            "detail": dict(result.detail) if result else {},
-            "partial_output_tokens": spend.partial_output_tokens,
-            "fallback_from": decision.fallback_from,
-            "fallback_reason": "; ".join(spend.failures) or None,
-            "predicted_p_success": decision.chosen.p_success,
-            "predicted_cost_usd": decision.chosen.expected_cost_micros / MICROS_PER_USD,
-            "reserved_cost_usd": decision.chosen.reserved_cost_micros / MICROS_PER_USD,
-            "model_version": decision.model_version,
-            "error": error,
-        }
-        if result is not None and result.usage:
-            record["usage_by_tier"] = [
-                {
-                    "tier": u.tier,
-                    "input_tokens": u.input_tokens,
-                    "output_tokens": u.output_tokens,
-                    "samples": u.samples,
-                }
-                for u in result.usage
-            ]
+        """Write the request's one outcome record (``router.core.records``)."""
+        record = outcome_record(
+            tenant=tenant.name,
+            prompt=prompt,
+            decision=spend.decision,
+            result=result,
+            cost_micros=cost_micros,
+            latency_ms=latency_ms,
+            error=error,
+            ts=datetime.fromtimestamp(self.clock(), UTC).isoformat(),
+            partial_output_tokens=spend.partial_output_tokens,
+            fallback_reason="; ".join(spend.failures) or None,
+        )
         # Shielded: a cancelled request still leaves its record.
         await asyncio.shield(self.sink.write_decision(record))
 
@@ -775,26 +639,6 @@ class RouterCore:
             max_request_micros=tenant.config.max_request_micros,
             timezone=tenant.tz,
         )
-
-
-def sum_cost(
-    spec: ArmSpec, result: StrategyResult, price_of: Callable[[str], Price] | None = None
-) -> int:
-    """Actual cost of a finished strategy from the token counts the backends reported.
-
-    A result with per-tier ``usage`` is charged at each tier's price.
-    """
-    if not result.usage:
-        return spec.tier.price.to_price().micros(result.input_tokens, result.output_tokens)
-    total = 0
-    for u in result.usage:
-        price = spec.tier.price.to_price() if u.tier == spec.arm.tier else None
-        if price is None:
-            if price_of is None:
-                raise KeyError(f"no price known for tier {u.tier!r}")
-            price = price_of(u.tier)
-        total += price.micros(u.input_tokens, u.output_tokens)
-    return total
 
 
 def _remaining(windows: tuple[WindowState, ...]) -> int:
@@ -838,3 +682,17 @@ def _err_name(exc: BaseException) -> str:
     if isinstance(exc, asyncio.CancelledError | GeneratorExit):
         return "cancelled"
     return type(exc).__name__
+
+
+__all__ = [
+    "ArmView",
+    "BudgetView",
+    "Decision",
+    "Delta",
+    "GenerateResult",
+    "Hints",
+    "RouteResult",
+    "RouterCore",
+    "Tenant",
+    "sum_cost",
+]
