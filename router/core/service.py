@@ -73,6 +73,8 @@ from router.strategies.base import RunContext
 log = logging.getLogger("ttc_router.core")
 T = TypeVar("T")
 
+MAX_REQUEST_ID_CHARS = 128
+
 
 @dataclass(frozen=True)
 class _Plan:
@@ -124,6 +126,13 @@ class RouterCore:
     drift: DriftTracker = field(default_factory=DriftTracker)
 
     # ---- validation -------------------------------------------------------------------
+    def _check_request_id(self, request_id: str) -> None:
+        # Room is left under the ledger's 256-character id limit for the fallback suffix.
+        if len(request_id) > MAX_REQUEST_ID_CHARS:
+            raise InvalidRequest(
+                f"request_id has {len(request_id)} characters; the limit is {MAX_REQUEST_ID_CHARS}"
+            )
+
     def _check_prompt(self, prompt: str) -> None:
         if not prompt or not prompt.strip():
             raise InvalidRequest("prompt is empty; send the text to answer in the 'prompt' field")
@@ -165,6 +174,7 @@ class RouterCore:
     async def _decide(
         self, tenant: Tenant, prompt: str, hints: Hints, request_id: str, *, reserving: bool
     ) -> _Plan:
+        self._check_request_id(request_id)
         self._check_prompt(prompt)
         hints.validate()
         specs = self._allowed_specs(tenant, hints)

@@ -206,3 +206,14 @@ async def test_a_reused_request_id_is_refused_without_touching_the_first_hold() 
     with pytest.raises(asyncio.CancelledError):
         await task
     assert first.cost_micros > 0
+
+
+async def test_an_overlong_request_id_is_invalid_before_anything_is_spent() -> None:
+    from router.errors import InvalidRequest
+
+    core = make_core()
+    with pytest.raises(InvalidRequest, match="request_id has 129 characters; the limit is 128"):
+        async for _ in core.generate(tenant(), "What is 17*23?", Hints(), request_id="r" * 129):
+            pass
+    assert ledger(core).holds == {} and ledger(core).spent == {}
+    assert core.sink.decisions == []  # type: ignore[attr-defined]
