@@ -260,13 +260,19 @@ async def run_vote(
     # With a stop rule, samples go one request each: a multi-choice response (``n`` > 1)
     # reports usage only when every choice has finished, which would leave nothing to save.
     async with SampleRun(backend, template, k, parallel, batch=stop is None) as run:
-        async for result in run:
-            tally.add(extract(result.text), tally.finished if by_arrival else result.index, result)
-            outstanding = k - tally.finished
-            if outstanding > 0 and stop is not None and stop(tally, outstanding):
-                stopped = True
-                await run.cancel()
-                break
+        try:
+            async for result in run:
+                index = tally.finished if by_arrival else result.index
+                tally.add(extract(result.text), index, result)
+                outstanding = k - tally.finished
+                if outstanding > 0 and stop is not None and stop(tally, outstanding):
+                    stopped = True
+                    await run.cancel()
+                    break
+        except BackendError as exc:
+            # One failed sample fails the vote; what every sample produced is still spend.
+            exc.partial_output_tokens = max(exc.partial_output_tokens, run.usage().output_tokens)
+            raise
     return VoteOutcome(
         winner=tally.winner(),
         votes=tally.leader_votes,

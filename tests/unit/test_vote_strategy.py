@@ -255,3 +255,16 @@ def test_majority_helper() -> None:
     assert majority([None, None]) == 0
     with pytest.raises(ValueError):
         majority([])
+
+
+async def test_a_failed_sample_fails_the_vote_but_its_siblings_tokens_are_reported() -> None:
+    """Samples 0 and 1 finish, sample 2 breaks mid-stream: the vote fails, and the error
+    carries every output token produced so far, so the core charges the real spend."""
+    from router.errors import BackendError
+
+    text = cot("42", 40)
+    backend = FakeSampler([text] * 3, delays=[0.01, 0.02, 0.5], fail_at={2: 4}, chunks=8)
+    with pytest.raises(BackendError) as info:
+        await run_vote("vote@3", backend, {"early_stop": "none"})
+    finished = backend.output_tokens(0) + backend.output_tokens(1)
+    assert info.value.partial_output_tokens >= finished > 0
