@@ -97,7 +97,8 @@ def model_card(
         *data_lines,
         "",
         "## Held-out metrics",
-        f"Seeded split by prompt: {counts['train_prompts']} training prompts, "
+        "Seeded split by prompt, stratified by task and by which arms succeeded: "
+        f"{counts['train_prompts']} training prompts, "
         f"{counts['test_prompts']} held out. Hyper-parameters were chosen by cross-validation "
         "on the training prompts only. "
         + (
