@@ -369,7 +369,14 @@ class RouterCore:
                         tenant, plan, spend.decision.spec.arm.tier, strategy, tried
                     )
                     if target is None:
-                        raise
+                        if not spend.failures:
+                            raise
+                        # Say what happened on every tier of the chain, not only the last.
+                        tiers = [*spend.failures, f"{spend.decision.spec.arm.tier}: {exc.message}"]
+                        raise BackendUnavailable(
+                            "no tier of the fallback chain could answer: " + "; ".join(tiers),
+                            partial_output_tokens=exc.partial_output_tokens,
+                        ) from exc
                     await self._fall_back(tenant, spend, target, exc)
             decision = spend.decision
             spec = decision.spec
