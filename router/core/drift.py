@@ -192,6 +192,10 @@ class DriftTracker:
         win = self._arms.get((arm, signal))
         return win.stats() if win is not None else None
 
+    def reset(self) -> None:
+        """Forget every window (a new model is serving: its drift starts from scratch)."""
+        self._arms.clear()
+
     def snapshot(self) -> list[ArmDrift]:
         """Every observed arm's windows, by arm name."""
         arms = sorted({a for a, _ in list(self._arms)})

@@ -190,6 +190,8 @@ class ModelSlot:
     def _install(self, predictor: Predictor) -> None:
         previous = self._core.predictor.version
         self._core.predictor = predictor  # the swap: the next decision uses the new model
+        # Drift windows measure the model that serves; the new one starts from empty windows.
+        self._core.drift.reset()
         self.swaps += 1
         if self._on_result is not None:
             self._on_result("swapped")

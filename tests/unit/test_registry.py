@@ -358,6 +358,20 @@ async def test_poll_swaps_to_a_newly_promoted_version() -> None:
     assert (slot.swaps, slot.refusals) == (1, 0)
 
 
+async def test_a_swap_starts_the_drift_windows_afresh() -> None:
+    """Drift windows measure the model that serves: after a swap they are empty, and a
+    refused model leaves them as they were."""
+    slot, source, core = slot_with({"v2": VersionedPredictor("v2")})
+    core.drift.observe_success("small/greedy", 0.9, 0.0)
+    assert [a.arm for a in core.drift.snapshot()] == ["small/greedy"]
+    source.current = "missing"
+    await slot.poll()
+    assert [a.arm for a in core.drift.snapshot()] == ["small/greedy"]
+    source.current = "v2"
+    assert await slot.poll() is True
+    assert core.drift.snapshot() == []
+
+
 def _nan_table() -> dict[str, ArmPrediction]:
     table = dict(PREDICTIONS)
     table["big/greedy"] = ArmPrediction(float("nan"), 20, 40)
