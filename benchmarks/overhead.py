@@ -26,6 +26,7 @@ from pathlib import Path
 
 import grpc
 
+from router.api.app import serve_runtime
 from router.api.gen.ttc_router.v1 import router_pb2 as pb
 from router.api.gen.ttc_router.v1 import router_pb2_grpc
 
@@ -49,8 +50,6 @@ async def main() -> None:
     import yaml
 
     from classifier.demo_model import STRATEGY_ARMS, train_strategy_model
-    from router.api.server import start_server
-    from router.api.servicer import ConcurrencyLimiter, RouterServicer
     from router.backends.demo.launcher import DemoBackends
     from router.config.settings import Settings
     from router.config.tenants import hash_api_key
@@ -88,18 +87,7 @@ async def main() -> None:
             outcomes_dir=work / "outcomes",
         )
         runtime = await build_runtime(settings)
-        servicer = RouterServicer(
-            lambda: runtime.core,
-            lambda: runtime.tenants,
-            ConcurrencyLimiter(settings.max_concurrency),
-            default_deadline_s=settings.default_deadline_s,
-        )
-        server = await start_server(
-            servicer,
-            settings.listen,
-            runtime.health,
-            model_version=lambda: runtime.core.predictor.version,
-        )
+        server = (await serve_runtime(runtime, settings)).server
         try:
             core = runtime.core
             async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:

@@ -17,13 +17,20 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 from collections.abc import AsyncGenerator
 from typing import Any
 
 import httpx
 
+from router.backends.common import (
+    CONNECT_TIMEOUT_S,
+    api_key,
+    estimate_tokens,
+    excerpt,
+    http_endpoint,
+    pooled_client,
+)
 from router.backends.limits import CallLimits
 from router.config.backends import TierConfig
 from router.core.types import SampleRequest, SampleResult, TextDelta
@@ -35,28 +42,8 @@ API_VERSION = "2023-06-01"
 """The ``anthropic-version`` header sent with every request."""
 
 _PROBE_TIMEOUT_S = 5.0
-_CONNECT_TIMEOUT_S = 5.0
-_MESSAGE_EXCERPT = 200
 _RETRIABLE_TYPES = frozenset({"overloaded_error", "rate_limit_error", "api_error"})
 _FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length"}
-
-
-def _base_url(endpoint: str) -> str:
-    """The endpoint without a trailing ``/`` or ``/v1``; both spellings are accepted."""
-    url = endpoint.rstrip("/")
-    return url[: -len("/v1")] if url.endswith("/v1") else url
-
-
-def _excerpt(text: str) -> str:
-    text = " ".join(text.split())
-    if len(text) > _MESSAGE_EXCERPT:
-        return text[: _MESSAGE_EXCERPT - 1] + "…"
-    return text
-
-
-def _estimate_tokens(text: str) -> int:
-    """Rough token count (4 characters a token) for a server that reports no usage."""
-    return math.ceil(len(text) / 4) if text else 0
 
 
 def _skip_repeated(text: str, dropped: str) -> tuple[str, str]:
@@ -119,27 +106,10 @@ class AnthropicBackend:
             )
         self._tier = tier
         self._cfg = cfg
-        self._base = _base_url(cfg.endpoint)
-        try:
-            url = httpx.URL(self._base)
-        except httpx.InvalidURL:
-            url = None
-        if url is None or url.scheme not in ("http", "https") or not url.host:
-            raise ConfigError(
-                f"tier {tier!r}: endpoint must be an http(s) URL such as "
-                "'https://api.anthropic.com'"
-            )
-        port = f":{url.port}" if url.port else ""
-        self._where = f"{url.scheme}://{url.host}{port}"
+        self._base, self._where = http_endpoint(tier, cfg.endpoint, "https://api.anthropic.com")
         self._limits = CallLimits(tier, cfg)
         self._owns_client = client is None
-        self._client = client or httpx.AsyncClient(
-            limits=httpx.Limits(
-                max_connections=cfg.max_concurrency,
-                max_keepalive_connections=cfg.max_concurrency,
-            ),
-            timeout=httpx.Timeout(cfg.timeout_s, connect=min(_CONNECT_TIMEOUT_S, cfg.timeout_s)),
-        )
+        self._client = client or pooled_client(cfg)
 
     @property
     def tier(self) -> str:
@@ -161,13 +131,8 @@ class AnthropicBackend:
 
     def _headers(self, accept: str) -> dict[str, str]:
         headers = {"Accept": accept, "anthropic-version": API_VERSION}
-        env = self._cfg.api_key_env
-        if env:
-            key = os.environ.get(env, "")
-            if not key:
-                raise BackendError(
-                    f"tier {self._tier!r}: environment variable {env} (api_key_env) is not set"
-                )
+        key = api_key(self._tier, self._cfg.api_key_env)
+        if key is not None:
             headers["x-api-key"] = key
         return headers
 
@@ -227,7 +192,7 @@ class AnthropicBackend:
             kind, detail = _error_detail(json.loads(raw[:20000]))
         except (json.JSONDecodeError, UnicodeDecodeError):
             detail = raw[:2000].decode("utf-8", "replace")
-        detail = _excerpt(detail)
+        detail = excerpt(detail)
         message = f"tier {self._tier!r}: {self._where} answered HTTP {status}" + (
             f" ({kind})" if kind else ""
         )
@@ -266,7 +231,7 @@ class AnthropicBackend:
                 f"{self._base}/v1/messages",
                 json=self._body(request, max_tokens),
                 headers=headers,
-                timeout=httpx.Timeout(left, connect=min(_CONNECT_TIMEOUT_S, left)),
+                timeout=httpx.Timeout(left, connect=min(CONNECT_TIMEOUT_S, left)),
             )
             try:
                 response = await self._limits.within(
@@ -351,7 +316,7 @@ class AnthropicBackend:
             raise BackendError(
                 f"tier {self._tier!r}: {self._where} reported an error mid-stream"
                 + (f" ({err_type})" if err_type else "")
-                + (f": {_excerpt(detail)}" if detail else ""),
+                + (f": {excerpt(detail)}" if detail else ""),
                 retriable=progress.deltas == 0 and err_type in _RETRIABLE_TYPES,
                 partial_output_tokens=progress.partial_output_tokens,
             )
@@ -383,10 +348,8 @@ class AnthropicBackend:
             text,
             progress.input_tokens
             if progress.input_tokens is not None
-            else _estimate_tokens(request.prompt + request.continuation),
-            progress.output_tokens
-            if progress.output_tokens is not None
-            else _estimate_tokens(text),
+            else estimate_tokens(request.prompt + request.continuation),
+            progress.output_tokens if progress.output_tokens is not None else estimate_tokens(text),
             finish,
             usage_estimated=True,
         )

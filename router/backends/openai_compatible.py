@@ -18,13 +18,21 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
+from router.backends.common import (
+    CONNECT_TIMEOUT_S,
+    EXCERPT_CHARS,
+    api_key,
+    estimate_tokens,
+    excerpt,
+    http_endpoint,
+    pooled_client,
+)
 from router.backends.limits import CallLimits
 from router.config.backends import TierConfig
 from router.core.types import SampleRequest, SampleResult, TextDelta
@@ -33,13 +41,6 @@ from router.errors import BackendError, BackendTimeout, ConfigError
 log = logging.getLogger(__name__)
 
 _PROBE_TIMEOUT_S = 5.0
-_CONNECT_TIMEOUT_S = 5.0
-_BODY_EXCERPT = 200
-
-
-def estimate_tokens(text: str) -> int:
-    """Rough token count (4 characters a token) for servers that report no usage."""
-    return math.ceil(len(text) / 4) if text else 0
 
 
 def split_tokens(total: int, counts: list[int]) -> list[int]:
@@ -130,12 +131,6 @@ class _Choice:
         return sum(self.logprobs) / len(self.logprobs) if self.logprobs else None
 
 
-def _base_url(endpoint: str) -> str:
-    """The endpoint without a trailing ``/`` or ``/v1``; both spellings are accepted."""
-    url = endpoint.rstrip("/")
-    return url[: -len("/v1")] if url.endswith("/v1") else url
-
-
 class OpenAICompatibleBackend:
     """One tier served over the OpenAI chat-completions API (``protocol: openai``).
 
@@ -169,31 +164,10 @@ class OpenAICompatibleBackend:
             )
         self._tier = tier
         self._cfg = cfg
-        self._base = _base_url(cfg.endpoint)
-        try:
-            url = httpx.URL(self._base)
-        except httpx.InvalidURL:
-            url = None
-        if url is None or url.scheme not in ("http", "https") or not url.host:
-            raise ConfigError(
-                f"tier {tier!r}: endpoint must be an http(s) URL such as 'http://host:8000'"
-            )
-        self._where = self._describe_endpoint(url)
+        self._base, self._where = http_endpoint(tier, cfg.endpoint, "http://host:8000")
         self._limits = CallLimits(tier, cfg)
         self._owns_client = client is None
-        self._client = client or httpx.AsyncClient(
-            limits=httpx.Limits(
-                max_connections=cfg.max_concurrency,
-                max_keepalive_connections=cfg.max_concurrency,
-            ),
-            timeout=httpx.Timeout(cfg.timeout_s, connect=min(_CONNECT_TIMEOUT_S, cfg.timeout_s)),
-        )
-
-    @staticmethod
-    def _describe_endpoint(url: httpx.URL) -> str:
-        """Scheme, host and port only: never credentials or query strings."""
-        port = f":{url.port}" if url.port else ""
-        return f"{url.scheme}://{url.host}{port}"
+        self._client = client or pooled_client(cfg)
 
     @property
     def tier(self) -> str:
@@ -215,13 +189,8 @@ class OpenAICompatibleBackend:
 
     def _headers(self) -> dict[str, str]:
         headers = {"Accept": "text/event-stream"}
-        env = self._cfg.api_key_env
-        if env:
-            key = os.environ.get(env, "")
-            if not key:
-                raise BackendError(
-                    f"tier {self._tier!r}: environment variable {env} (api_key_env) is not set"
-                )
+        key = api_key(self._tier, self._cfg.api_key_env)
+        if key is not None:
             headers["Authorization"] = f"Bearer {key}"
         return headers
 
@@ -287,9 +256,7 @@ class OpenAICompatibleBackend:
             text = raw[:4000].decode("utf-8", "replace")
         except httpx.HTTPError:
             text = ""
-        body = " ".join(_server_message(text).split())
-        if len(body) > _BODY_EXCERPT:
-            body = body[: _BODY_EXCERPT - 1] + "…"
+        body = excerpt(_server_message(text))
         status = response.status_code
         message = f"tier {self._tier!r}: {self._where} answered HTTP {status}" + (
             f": {body}" if body else ""
@@ -329,7 +296,7 @@ class OpenAICompatibleBackend:
                 headers=headers,
                 timeout=httpx.Timeout(
                     max(0.001, self._limits.remaining(deadline)),
-                    connect=min(_CONNECT_TIMEOUT_S, max(0.001, self._limits.remaining(deadline))),
+                    connect=min(CONNECT_TIMEOUT_S, max(0.001, self._limits.remaining(deadline))),
                 ),
             )
             try:
@@ -414,7 +381,7 @@ class OpenAICompatibleBackend:
             detail = err.get("message", "") if isinstance(err, dict) else str(err)
             raise BackendError(
                 f"tier {self._tier!r}: {self._where} reported an error mid-stream: "
-                f"{str(detail)[:_BODY_EXCERPT]}",
+                f"{str(detail)[:EXCERPT_CHARS]}",
                 retriable=_retriable_stream_error(err),
                 partial_output_tokens=streamed,
             )

@@ -37,7 +37,6 @@ import asyncio
 import codecs
 import json
 import logging
-import math
 import re
 import struct
 import uuid
@@ -45,6 +44,7 @@ from collections.abc import AsyncGenerator, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from router.backends.common import estimate_tokens, excerpt
 from router.backends.limits import CallLimits
 from router.config.backends import TierConfig
 from router.core.types import SampleRequest, SampleResult, TextDelta
@@ -56,7 +56,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _PROBE_TIMEOUT_S = 5.0
-_EXCERPT = 200
 _FINAL = "triton_final_response"
 
 _REJECTED = re.compile(
@@ -77,8 +76,7 @@ def _excerpt(text: str) -> str:
     if "Traceback (most recent call last)" in text:
         lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
         text = lines[-1] if lines else text
-    text = " ".join(text.split())
-    return text if len(text) <= _EXCERPT else text[: _EXCERPT - 1] + "…"
+    return excerpt(text)
 
 
 def _bytes_elements(values: Iterable[str]) -> bytes:
@@ -92,11 +90,6 @@ def _bytes_elements(values: Iterable[str]) -> bytes:
 
 def _grpc_target(endpoint: str) -> str:
     return endpoint.split("://", 1)[1].rstrip("/") if "://" in endpoint else endpoint
-
-
-def estimate_tokens(text: str) -> int:
-    """Rough token count (4 characters a token) for servers that report none."""
-    return math.ceil(len(text) / 4) if text else 0
 
 
 class StopScanner:

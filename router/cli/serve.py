@@ -16,9 +16,8 @@ log = logging.getLogger("ttc_router.serve")
 
 
 async def serve(settings: Settings, console: Console) -> None:
+    from router.api.app import serve_runtime
     from router.api.metrics import ServiceMetrics
-    from router.api.server import start_server
-    from router.api.servicer import ConcurrencyLimiter, RouterServicer
     from router.config.loader import load_tenants
     from router.config.tenants import TenantsConfig, watch_tenants_file
     from router.runtime import build_runtime
@@ -26,22 +25,8 @@ async def serve(settings: Settings, console: Console) -> None:
     t0 = time.monotonic()
     console.print("[bold]ttc-router[/] starting…")
     runtime = await build_runtime(settings)
-    servicer = RouterServicer(
-        lambda: runtime.core,
-        lambda: runtime.tenants,
-        ConcurrencyLimiter(settings.max_concurrency),
-        default_deadline_s=settings.default_deadline_s,
-        metrics=ServiceMetrics(),
-        models=runtime.models,
-        admin_key_sha256=settings.admin_key_sha256,
-    )
     try:
-        running = await start_server(
-            servicer,
-            settings.listen,
-            runtime.health,
-            model_version=lambda: runtime.core.predictor.version,
-        )
+        running = (await serve_runtime(runtime, settings, metrics=ServiceMetrics())).server
     except BaseException:
         await runtime.aclose()
         raise

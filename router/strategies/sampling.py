@@ -40,11 +40,10 @@ from collections.abc import Sequence
 from dataclasses import replace
 from types import TracebackType
 
+from router.backends.common import CHARS_PER_TOKEN
 from router.core.protocols import Backend
 from router.core.types import SampleRequest, SampleResult, TextDelta, TierUsage
 from router.errors import BackendError, BackendTimeout
-
-CHARS_PER_TOKEN = 4
 
 
 def estimate_tokens(chars: int) -> int:

@@ -15,10 +15,9 @@ import pytest_asyncio
 import redis.asyncio as aioredis
 import yaml
 
+from router.api.app import serve_runtime
 from router.api.gen.ttc_router.v1 import router_pb2 as pb
 from router.api.gen.ttc_router.v1 import router_pb2_grpc
-from router.api.server import start_server
-from router.api.servicer import ConcurrencyLimiter, RouterServicer
 from router.backends.resilience import ResilientBackend
 from router.config.backends import BackendsConfig, BreakerConfig, RetryConfig
 from router.config.settings import Settings
@@ -98,18 +97,8 @@ async def fallback_service(
         default_deadline_s=30.0,
     )
     runtime = await build_runtime(settings)
-    servicer = RouterServicer(
-        lambda: runtime.core,
-        lambda: runtime.tenants,
-        ConcurrencyLimiter(settings.max_concurrency),
-        default_deadline_s=settings.default_deadline_s,
-    )
-    server = await start_server(
-        servicer,
-        settings.listen,
-        runtime.health,
-        model_version=lambda: runtime.core.predictor.version,
-    )
+    serving = await serve_runtime(runtime, settings)
+    servicer, server = serving.servicer, serving.server
     try:
         yield Service(runtime, server, settings, f"127.0.0.1:{server.port}", servicer)
     finally:

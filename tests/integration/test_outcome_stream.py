@@ -22,10 +22,9 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from router.api.app import serve_runtime
 from router.api.gen.ttc_router.v1 import router_pb2 as pb
 from router.api.gen.ttc_router.v1 import router_pb2_grpc
-from router.api.server import start_server
-from router.api.servicer import ConcurrencyLimiter, RouterServicer
 from router.config.settings import Settings
 from router.outcomes.logs import read_logs
 from router.outcomes.parquet_sink import DrainTotals, ParquetDrain
@@ -204,18 +203,7 @@ async def test_the_servers_drain_task_writes_parquet_and_stops_cleanly(
         }
     )
     runtime = await build_runtime(settings)
-    servicer = RouterServicer(
-        lambda: runtime.core,
-        lambda: runtime.tenants,
-        ConcurrencyLimiter(settings.max_concurrency),
-        default_deadline_s=settings.default_deadline_s,
-    )
-    server = await start_server(
-        servicer,
-        settings.listen,
-        runtime.health,
-        model_version=lambda: runtime.core.predictor.version,
-    )
+    server = (await serve_runtime(runtime, settings)).server
     key = [("x-api-key", TENANTS["alpha"][0])]
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
