@@ -41,8 +41,11 @@ def routing_table(
     curves_out: dict[str, M.Curve] | None = None,
 ) -> dict[str, Any] | None:
     """APGR, cost@95 (and CPT for two arms) of the router, baselines and oracle on the
-    full-information test prompts; None when there are none or fewer than two arms."""
+    full-information test prompts, and under ``versus`` paired-bootstrap intervals of the
+    router's lead over each learned baseline (``classifier.uncertainty``); None when there
+    are no such prompts or fewer than two arms."""
     from classifier.train import cell_means
+    from classifier.uncertainty import paired_bootstrap
 
     s, c, have = cell_means(test_recs, test_pos, arms)
     full = have.all(axis=1)
@@ -57,6 +60,7 @@ def routing_table(
     for name, pb in baselines.predict_all(names, x_train, ts, thave, x_test, seed).items():
         preds[name] = pb[full]
     curves: dict[str, M.Curve] = {n: M.sweep(pp, cf, s, c) for n, pp in preds.items()}
+    versus = paired_bootstrap(preds, cf, s, c, seed=seed)
     curves["random"] = M.mixing_curve(a)
     curves["always_cheap"] = M.point_curve(a.cost_cheap, a.score_cheap)
     curves["always_best"] = M.point_curve(a.cost_best, a.score_best)
@@ -83,6 +87,7 @@ def routing_table(
         "cost_best": a.cost_best,
         "score_best": a.score_best,
         "methods": methods,
+        "versus": versus,
     }
 
 

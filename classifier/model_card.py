@@ -35,15 +35,47 @@ def _opt(x: Any) -> str:
 
 def per_arm_lines(per_arm: Mapping[str, Mapping[str, Any]]) -> list[str]:
     lines = [
-        "| arm | n | mean score | mean p | Brier | ECE (10 bins) | tokens within 2× "
-        "| ≤ p90 estimate |",
-        "|---|---|---|---|---|---|---|---|",
+        "| arm | n | mean score | mean p | Brier | ECE (10 bins) | ECE if calibrated "
+        "(median / 95%) | tokens within 2× | ≤ p90 estimate |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for arm, e in per_arm.items():
+        chance = (
+            f"{fmt(e['ece_if_calibrated_median'])} / {fmt(e['ece_if_calibrated_p95'])}"
+            if "ece_if_calibrated_p95" in e
+            else "n/a"
+        )
         lines.append(
             f"| {arm} | {e['n']} | {fmt(e['mean_score'])} | {fmt(e['mean_p'])} | "
-            f"{fmt(e['brier'])} | {fmt(e['ece'])} | {_opt(e.get('tokens_within_2x'))} | "
-            f"{_opt(e.get('tokens_hi_coverage'))} |"
+            f"{fmt(e['brier'])} | {fmt(e['ece'])} | {chance} | "
+            f"{_opt(e.get('tokens_within_2x'))} | {_opt(e.get('tokens_hi_coverage'))} |"
+        )
+    return lines
+
+
+def _signed(x: float) -> str:
+    return "n/a" if x != x else f"{x:+.3f}"
+
+
+def versus_lines(versus: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The router's lead over each baseline with paired-bootstrap intervals."""
+    if not versus:
+        return []
+    first = next(iter(versus.values()))
+    lines = [
+        f"Router minus baseline on the same prompts ({first['draws']} paired bootstrap "
+        f"resamples, {first['level']:.0%} intervals; APGR: positive is the router ahead, "
+        "cost@95: negative is the router ahead, unreached counted as 1.0):",
+        "",
+        "| baseline | Δ APGR | interval | router ahead | Δ cost@95 | interval | router ahead |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, v in versus.items():
+        a, c = v["apgr"], v["cost_at_95"]
+        lines.append(
+            f"| {name} | {_signed(a['observed'])} | [{_signed(a['lo'])}, {_signed(a['hi'])}] | "
+            f"{a['ahead_share']:.0%} | {_signed(c['observed'])} | "
+            f"[{_signed(c['lo'])}, {_signed(c['hi'])}] | {c['ahead_share']:.0%} |"
         )
     return lines
 
@@ -68,6 +100,8 @@ def routing_lines(routing: Mapping[str, Any]) -> list[str]:
         if two:
             row += f" {fmt(r.get('cpt50'))} | {fmt(r.get('cpt80'))} |"
         lines.append(row)
+    if routing.get("versus"):
+        lines += ["", *versus_lines(routing["versus"])]
     return lines
 
 
@@ -130,4 +164,11 @@ def model_card(
     return "\n".join(lines)
 
 
-__all__ = ["MODEL_TEXT", "fmt", "model_card", "per_arm_lines", "routing_lines"]
+__all__ = [
+    "MODEL_TEXT",
+    "fmt",
+    "model_card",
+    "per_arm_lines",
+    "routing_lines",
+    "versus_lines",
+]

@@ -817,7 +817,11 @@ def per_arm_metrics(
     test_recs: Sequence[OutcomeRecord],
     pos: Mapping[str, int],
 ) -> dict[str, Any]:
-    """Calibration and token accuracy per arm on held-out records."""
+    """Calibration and token accuracy per arm on held-out records; beside each ECE, the
+    ECE a perfectly calibrated model would show on the same records (median and 95th
+    percentile, ``classifier.uncertainty``)."""
+    from classifier.uncertainty import ece_if_calibrated
+
     out: dict[str, Any] = {}
     for j, a in enumerate(arms):
         recs = [r for r in test_recs if r.arm == a]
@@ -836,6 +840,9 @@ def per_arm_metrics(
             "brier": M.brier(pa, ya),
             "ece": M.ece(pa, ya, 10),
         }
+        entry["ece_if_calibrated_median"], entry["ece_if_calibrated_p95"] = ece_if_calibrated(
+            pa, 10
+        )
         if tok and observed.get(a, True):
             ti = np.asarray([i for i, _ in tok], np.int64)
             actual = np.asarray([v for _, v in tok])

@@ -148,9 +148,9 @@ def connect(url: str, **client_kw: Any) -> tuple[Any, str]:
         if target.tls:
             client_kw.setdefault("ssl", True)
             sentinel_kwargs["ssl"] = True
-        sentinel = Sentinel(  # type: ignore[no-untyped-call]
-            list(target.hosts), sentinel_kwargs=sentinel_kwargs
-        )
+        # Called through Any: redis-py types Sentinel.__init__ in some releases, not others.
+        make_sentinel: Any = Sentinel
+        sentinel = make_sentinel(list(target.hosts), sentinel_kwargs=sentinel_kwargs)
         client = sentinel.master_for(target.service, db=target.db, **auth, **client_kw)
         return client, target.display
     from redis.asyncio.cluster import ClusterNode, RedisCluster

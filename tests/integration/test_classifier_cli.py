@@ -169,6 +169,15 @@ def test_eval_reports_router_baselines_and_oracle(work: Path) -> None:
     assert methods["always_cheap"]["apgr"] == 0.0
     assert methods["oracle"]["max_score"] >= methods["always_best"]["max_score"]
     assert set(report["per_arm"]) == {"local-7b/greedy", "mid-32b/greedy", "premium/greedy"}
+    for entry in report["per_arm"].values():
+        assert 0.0 < entry["ece_if_calibrated_median"] < entry["ece_if_calibrated_p95"] < 0.5
+    versus = report["routing"]["versus"]
+    assert set(versus) == {"knn20", "logreg", "mf", "mlp", "task_complexity"}
+    for v in versus.values():
+        for key in ("apgr", "cost_at_95"):
+            assert v[key]["lo"] <= v[key]["hi"] and 0.0 <= v[key]["ahead_share"] <= 1.0
+    knn_gap = methods["router"]["apgr"] - methods["knn20"]["apgr"]
+    assert versus["knn20"]["apgr"]["observed"] == pytest.approx(knn_gap)
     png = work / "curve.png"
     table = CliRunner().invoke(
         app,
@@ -183,6 +192,7 @@ def test_eval_reports_router_baselines_and_oracle(work: Path) -> None:
         ],
     )
     assert table.exit_code == 0 and "| task_complexity |" in table.output
+    assert "paired bootstrap" in table.output and "ECE if calibrated" in table.output
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
 
 
