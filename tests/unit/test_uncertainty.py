@@ -14,7 +14,7 @@ def test_calibrated_ece_shrinks_with_more_prompts_and_is_seeded() -> None:
     small = rng.uniform(0.05, 0.95, 200)
     large = rng.uniform(0.05, 0.95, 20_000)
     med_s, p95_s = ece_if_calibrated(small, seed=1)
-    med_l, p95_l = ece_if_calibrated(large, seed=1)
+    _, p95_l = ece_if_calibrated(large, seed=1)
     assert 0.0 < med_s < p95_s
     assert p95_l < med_s / 3  # noise falls about as 1/sqrt(n)
     assert ece_if_calibrated(small, seed=1) == (med_s, p95_s)
