@@ -5,9 +5,11 @@ Graph (standard ONNX operators only, built here from the fitted coefficients)::
     features [N, F] ─► (x - mean) / scale ─┬─► MatMul W_lr + b ──────────────► linear [N, A]
                                            ├─► MatMul W_tok + b ─────────────► log_tokens
                                            └─► MatMul W_cost + b ─► expm1/1e6 ► cost_usd
-    features ─► Gather(kNN columns) ─► unit rows ─► MatMul refᵀ ─► TopK k ─► Gather sums,
-               counts ─► ReduceSum ─► (s + w·prior)/(c + w) ─► logit ──────► knn logits [N, A]
-               (once with the CV-chosen k, once with the broad k)
+    features ─► Gather(kNN columns) ─► unit rows ─► [MatMul projection ─► unit rows] ─►
+               MatMul refᵀ ─► TopK k ─► Gather sums, counts ─► ReduceSum ─►
+               (s + w·prior)/(c + w) ─► logit ─────────────────────────────► knn logits [N, A]
+               (once with the CV-chosen k, once with the broad k; the projection only
+               for large reference sets, see ``classifier.train.knn_projection``)
     scaled ─► MatMul W1 + b1 ─► Relu ─► MatMul W2 + b2 ───────────────────► network logits
     Concat(linear, near kNN, broad kNN, network) ─► MatMul W_stack + b ─► Sigmoid ► p_success
 
@@ -118,6 +120,19 @@ def to_onnx(model: TrainedModel) -> Any:
     const("zero", 0.0)
 
     n = helper.make_node
+    projection_nodes: list[Any] = []
+    knn_query = "knn_q"
+    if knn.projection is not None:
+        const("knn_proj", knn.projection)
+        knn_query = "knn_pq"
+        projection_nodes = [
+            n("MatMul", ["knn_q", "knn_proj"], ["knn_p_raw"]),
+            n("Mul", ["knn_p_raw", "knn_p_raw"], ["knn_p_sq"]),
+            n("ReduceSum", ["knn_p_sq", "axis1"], ["knn_p_ss"], keepdims=1),
+            n("Sqrt", ["knn_p_ss"], ["knn_p_norm_raw"]),
+            n("Max", ["knn_p_norm_raw", "eps"], ["knn_p_norm"]),
+            n("Div", ["knn_p_raw", "knn_p_norm"], [knn_query]),
+        ]
     space_in = "features" if any(f.startswith("emb_") for f in model.feature_names) else "scaled"
     nodes = [
         n("Sub", [INPUT_NAME, "mean"], ["centred"]),
@@ -138,8 +153,9 @@ def to_onnx(model: TrainedModel) -> Any:
         n("Sqrt", ["knn_ss"], ["knn_norm_raw"]),
         n("Max", ["knn_norm_raw", "eps"], ["knn_norm"]),
         n("Div", ["knn_raw", "knn_norm"], ["knn_q"]),
+        *projection_nodes,
         n("Cast", ["knn_ref_t"], ["knn_ref_f32"], to=TensorProto.FLOAT),
-        n("MatMul", ["knn_q", "knn_ref_f32"], ["knn_sim"]),
+        n("MatMul", [knn_query, "knn_ref_f32"], ["knn_sim"]),
         n("TopK", ["knn_sim", "knn_k"], ["near_top_v", "near_top_i"], axis=1),
         n("Gather", ["knn_sums", "near_top_i"], ["near_s_g"], axis=0),
         n("Gather", ["knn_counts", "near_top_i"], ["near_c_g"], axis=0),

@@ -193,3 +193,44 @@ def test_tokens_per_sample_divides_by_the_samples_drawn() -> None:
     assert tokens_per_sample(full, samples_per_call(full.arm)) == 100.0
     with pytest.raises(InvalidRequest, match="'samples'"):
         parse_record({**base, "samples": -1})
+
+
+def test_large_reference_sets_are_compared_in_a_projected_space(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Past the scan budget the kNN compares prompts in the reference rows' top singular
+    directions, and ONNX Runtime computes exactly what training did."""
+    import onnxruntime as ort
+
+    import classifier.train as training
+
+    records, by_text = _synthetic()
+    dims = 64
+    rng = np.random.default_rng(5)
+    wide = {t: np.concatenate([v, rng.normal(size=dims - N_FEATURES)]) for t, v in by_text.items()}
+    wide = {t: v.astype(np.float32) for t, v in wide.items()}
+    names = [f"emb_{i:03d}" for i in range(dims)]
+    small = train(records, seed=3, arms=ARMS, featurize=_featurizer(wide), feature_names=names)
+    assert small.knn.projection is None  # 192 references × 64 columns: within the budget
+    monkeypatch.setattr(training, "KNN_SCAN_BUDGET", 40 * 192)
+    model = train(records, seed=3, arms=ARMS, featurize=_featurizer(wide), feature_names=names)
+    proj = model.knn.projection
+    assert proj is not None and proj.shape == (dims, 40)
+    np.testing.assert_allclose(proj.T @ proj, np.eye(40), atol=1e-5)  # orthonormal directions
+    assert model.knn.reference.shape == (192, 40)
+    np.testing.assert_allclose(np.linalg.norm(model.knn.reference, axis=1), 1.0, atol=2e-3)
+    x = np.random.default_rng(12).normal(size=(32, dims)).astype(np.float32)
+    p_ref, _, _ = model.predict_all(x)
+    sess = ort.InferenceSession(
+        to_onnx(model).SerializeToString(), providers=["CPUExecutionProvider"]
+    )
+    (p_onnx,) = sess.run([OUTPUT_P], {"features": x})
+    np.testing.assert_allclose(p_onnx, p_ref, atol=1e-5, rtol=0)
+    # The projected neighbours still carry the signal (success rises with feature 0).
+    near_lo, _ = model.knn.predict(
+        np.where(np.arange(dims) == 0, -3.0, 0.0)[None].astype(np.float32)
+    )
+    near_hi, _ = model.knn.predict(
+        np.where(np.arange(dims) == 0, 3.0, 0.0)[None].astype(np.float32)
+    )
+    assert near_hi[0, 1] > near_lo[0, 1] + 0.2
