@@ -6,9 +6,10 @@ Graph (standard ONNX operators only, built here from the fitted coefficients)::
                                            ├─► MatMul W_tok + b ─────────────► log_tokens
                                            └─► MatMul W_cost + b ─► expm1/1e6 ► cost_usd
     features ─► Gather(kNN columns) ─► unit rows ─► [MatMul projection ─► unit rows] ─►
-               MatMul refᵀ ─► TopK k ─► Gather sums, counts ─► ReduceSum ─►
+               MatMul refᵀ ─► TopK ─► Gather sums, counts ─► ReduceSum ─►
                (s + w·prior)/(c + w) ─► logit ─────────────────────────────► knn logits [N, A]
-               (once with the CV-chosen k, once with the broad k; the projection only
+               (once with the broad k, once with the first CV-chosen k of those, which
+               TopK returns sorted; the projection only
                for large reference sets, see ``classifier.train.knn_projection``)
     scaled ─► MatMul W1 + b1 ─► Relu ─► MatMul W2 + b2 ───────────────────► network logits
     Concat(linear, near kNN, broad kNN, network) ─► MatMul W_stack + b ─► Sigmoid ► p_success
@@ -93,6 +94,8 @@ def to_onnx(model: TrainedModel) -> Any:
     n_features = len(model.feature_names)
     n_arms = len(model.arms)
     knn = model.knn
+    if knn.k > knn.broad_k:
+        raise ValueError(f"kNN k {knn.k} exceeds the broad k {knn.broad_k} it is sliced from")
     inits: list[Any] = []
 
     def const(name: str, value: Any, dtype: Any = np.float32) -> str:
@@ -112,6 +115,7 @@ def to_onnx(model: TrainedModel) -> Any:
     const("knn_w", PRIOR_WEIGHT)
     const("knn_k", np.asarray([knn.k], np.int64), np.int64)
     const("knn_broad_k", np.asarray([knn.broad_k], np.int64), np.int64)
+    const("zero_i", np.asarray([0], np.int64), np.int64)
     const("eps", 1e-12)
     const("clip_lo", LOGIT_CLIP)
     const("clip_hi", 1.0 - LOGIT_CLIP)
@@ -156,7 +160,8 @@ def to_onnx(model: TrainedModel) -> Any:
         *projection_nodes,
         n("Cast", ["knn_ref_t"], ["knn_ref_f32"], to=TensorProto.FLOAT),
         n("MatMul", [knn_query, "knn_ref_f32"], ["knn_sim"]),
-        n("TopK", ["knn_sim", "knn_k"], ["near_top_v", "near_top_i"], axis=1),
+        n("TopK", ["knn_sim", "knn_broad_k"], ["broad_top_v", "broad_top_i"], axis=1),
+        n("Slice", ["broad_top_i", "zero_i", "knn_k", "axis1"], ["near_top_i"]),
         n("Gather", ["knn_sums", "near_top_i"], ["near_s_g"], axis=0),
         n("Gather", ["knn_counts", "near_top_i"], ["near_c_g"], axis=0),
         n("ReduceSum", ["near_s_g", "axis1"], ["near_s"], keepdims=0),
@@ -169,7 +174,6 @@ def to_onnx(model: TrainedModel) -> Any:
         n("Log", ["near_pc"], ["near_lp"]),
         n("Log", ["near_qc"], ["near_lq"]),
         n("Sub", ["near_lp", "near_lq"], ["near_logit"]),
-        n("TopK", ["knn_sim", "knn_broad_k"], ["broad_top_v", "broad_top_i"], axis=1),
         n("Gather", ["knn_sums", "broad_top_i"], ["broad_s_g"], axis=0),
         n("Gather", ["knn_counts", "broad_top_i"], ["broad_c_g"], axis=0),
         n("ReduceSum", ["broad_s_g", "axis1"], ["broad_s"], keepdims=0),
