@@ -118,8 +118,9 @@ def model_card(meta: Mapping[str, Any], build_seconds: float) -> str:
         "MATH level 5 correctness compares first numbers only, so it is approximate.",
         "Token counts and hence costs are estimates from a different tokenizer; predicted "
         "tokens are per sample for one greedy answer under ZeroEval's JSON answer format.",
-        "The service embeds only the first 256 tokens of a prompt; the long-prompt "
-        "head+tail embedding is used by the offline commands (prompts here are short).",
+        "Prompts longer than the embedder's 256-token window are embedded as a head and a "
+        "tail chunk, in the service as in the offline commands; the training prompts here "
+        "are short, so long prompts are out of distribution.",
         "Success probabilities describe these particular models; retrain on logged "
         "outcomes before relying on it.",
     ]
