@@ -1,7 +1,9 @@
 """The router against every baseline over several seeded splits of the public data sets.
 
 Run: ``python benchmarks/seeds.py [--sets zeroeval3,zeroeval2,gsm8k-openai,llmrouter,
-llmrouter2] [--seeds 0,1,2,3,4] [--json results.json]``.
+llmrouter2] [--outcomes FILE.jsonl ...] [--seeds 0,1,2,3,4] [--json results.json]``.
+``--outcomes`` adds outcome files of your own (for example the output of
+``ttc-router simulate``), each a set named by its file name; ``--sets ""`` runs only those.
 
 For each set and seed: the stratified 80/20 split of ``ttc-router data split --seed S``,
 ``train --seed S`` on the 80%, and the held-out report of ``train``/``eval`` on the 20%
@@ -103,6 +105,7 @@ def _c95(v: float | None) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sets", default=",".join(SETS))
+    parser.add_argument("--outcomes", type=Path, nargs="*", default=[])
     parser.add_argument("--seeds", default="0,1,2,3,4")
     parser.add_argument("--data", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None)
@@ -112,9 +115,18 @@ def main() -> None:
     data = args.data or default_data_dir()
     seeds = [int(s) for s in args.seeds.split(",")]
     results: dict[str, dict[int, Any]] = defaultdict(dict)
-    for name in args.sets.split(","):
-        source, tiers = SETS[name]
-        records = import_source(source, data_dir=data, tiers=tiers)
+    from classifier.outcomes_io import read_outcomes
+
+    named = [n for n in args.sets.split(",") if n]
+    unknown = [n for n in named if n not in SETS]
+    if unknown:
+        parser.error(f"unknown set(s) {unknown}; known: {', '.join(SETS)}")
+    for name in [*named, *(str(f) for f in args.outcomes)]:
+        if name in SETS:
+            source, tiers = SETS[name]
+            records = import_source(source, data_dir=data, tiers=tiers)
+        else:
+            records = read_outcomes(Path(name))
         x, index, featurize = _features(records)
         for seed in seeds:
             r = run_split(records, x, index, featurize, seed)
