@@ -315,3 +315,40 @@ def test_stop_scanner_holds_back_a_possible_stop_string() -> None:
     assert open_end.feed("to ST") == "to "
     assert open_end.flush() == "ST" and not open_end.hit
     assert StopScanner([]).feed("anything") == "anything"
+
+
+async def test_a_dead_session_server_comes_back_on_the_same_ports(
+    demo_triton: TritonDemoServer,
+) -> None:
+    """``restart_if_dead`` starts a crashed server again where callers expect it."""
+    import os
+    import signal
+
+    endpoint, restarts = demo_triton.endpoint, demo_triton.restarts
+    assert demo_triton.restart_if_dead() is False  # alive: nothing to do
+    os.killpg(demo_triton.process.pid, signal.SIGKILL)  # what a crash leaves
+    demo_triton.process.proc.wait(timeout=10)
+    assert demo_triton.restart_if_dead() is True
+    assert demo_triton.endpoint == endpoint and demo_triton.restarts == restarts + 1
+    b = TritonBackend("local-7b", tier_config(demo_triton.endpoint))
+    try:
+        _, result = await collect(b, SampleRequest("What is 17*23?", 40))
+        assert result.output_tokens > 0
+    finally:
+        await b.aclose()
+
+
+def test_kill_the_session_server_between_tests(demo_triton: TritonDemoServer) -> None:
+    """Leaves the server dead; the next test finds it restarted by the session's autouse
+    check (tests run in file order)."""
+    import os
+    import signal
+
+    os.killpg(demo_triton.process.pid, signal.SIGKILL)
+    demo_triton.process.proc.wait(timeout=10)
+    assert not demo_triton.process.alive()
+
+
+async def test_the_next_test_finds_the_server_restarted(backend: TritonBackend) -> None:
+    _, result = await collect(backend, SampleRequest("What is 17*23?", 40))
+    assert result.output_tokens > 0

@@ -177,8 +177,11 @@ class TritonDemoServer:
         ]
         if token_delay_ms is not None:
             argv += ["--token-delay-ms", str(token_delay_ms)]
-        self.process = DemoProcess("Triton server", argv, workdir / "demo-triton.log")
+        self._argv = argv
+        self._log_path = workdir / "demo-triton.log"
+        self.process = DemoProcess("Triton server", argv, self._log_path)
         self.start_seconds: float | None = None
+        self.restarts = 0
 
     @property
     def endpoint(self) -> str:
@@ -191,6 +194,21 @@ class TritonDemoServer:
 
     def stop(self) -> None:
         self.process.stop()
+
+    def restart_if_dead(self, timeout_s: float = 120.0) -> bool:
+        """Start the server again, on the same ports, if it has exited; True if it had.
+
+        The CPU-only tritonserver that PyTriton bundles has been seen to crash (SIGSEGV)
+        between requests; a long-lived session server comes back instead of failing every
+        later caller. The log keeps the crash.
+        """
+        if self.process.alive():
+            return False
+        self.process.stop()
+        self.process = DemoProcess("Triton server", self._argv, self._log_path)
+        self.wait_ready(timeout_s)
+        self.restarts += 1
+        return True
 
 
 class OpenAIDemoServer:
