@@ -124,6 +124,7 @@ class RouterCore:
     clock: Callable[[], float] = time.time
     rng: random.Random = field(default_factory=random.Random)
     drift: DriftTracker = field(default_factory=DriftTracker)
+    _cleanups: set[asyncio.Future[None]] = field(default_factory=set, init=False, repr=False)
 
     # ---- validation -------------------------------------------------------------------
     def _check_request_id(self, request_id: str) -> None:
@@ -429,17 +430,49 @@ class RouterCore:
                 detail=dict(result.detail),
             )
         except BaseException as exc:
-            if task is not None and not task.done():
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
-            if not settled:
-                await self._drop_hold(tenant, spend, exc)
-            if not recorded:
-                latency_ms = (time.monotonic() - started) * 1000
-                await self._record(
-                    tenant, prompt, spend, None, spend.charged_micros, latency_ms, _err_name(exc)
+            # The clean-up runs as its own task, shielded: a second cancellation while it
+            # runs (the caller's deadline racing the request's own, a client that goes away
+            # during the clean-up) must not skip the hold's release or the record.
+            cleanup = asyncio.ensure_future(
+                self._after_failure(
+                    tenant,
+                    prompt,
+                    spend,
+                    task,
+                    exc,
+                    settled=settled,
+                    recorded=recorded,
+                    started=started,
                 )
+            )
+            self._cleanups.add(cleanup)
+            cleanup.add_done_callback(self._cleanups.discard)
+            await asyncio.shield(cleanup)
             raise
+
+    async def _after_failure(
+        self,
+        tenant: Tenant,
+        prompt: str,
+        spend: _Spend,
+        task: asyncio.Task[StrategyResult] | None,
+        exc: BaseException,
+        *,
+        settled: bool,
+        recorded: bool,
+        started: float,
+    ) -> None:
+        """Stop the strategy, end the hold and write the record of a request that failed."""
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        if not settled:
+            await self._drop_hold(tenant, spend, exc)
+        if not recorded:
+            latency_ms = (time.monotonic() - started) * 1000
+            await self._record(
+                tenant, prompt, spend, None, spend.charged_micros, latency_ms, _err_name(exc)
+            )
 
     async def _run(
         self,

@@ -217,3 +217,40 @@ async def test_an_overlong_request_id_is_invalid_before_anything_is_spent() -> N
             pass
     assert ledger(core).holds == {} and ledger(core).spent == {}
     assert core.sink.decisions == []  # type: ignore[attr-defined]
+
+
+class _SlowToStop(ScriptedBackend):
+    """Stalls; when cancelled, takes ``close_s`` to close (an HTTP stream being torn down)."""
+
+    def __init__(self, tier: str, close_s: float) -> None:
+        super().__init__(tier, stall=True)
+        self.close_s = close_s
+
+    async def stream(self, request: Any) -> Any:  # type: ignore[override]
+        try:
+            async for item in super().stream(request):
+                yield item
+        except asyncio.CancelledError:
+            await asyncio.shield(asyncio.sleep(self.close_s))
+            raise
+
+
+async def test_a_second_cancellation_during_clean_up_still_releases_and_records() -> None:
+    """The caller's deadline and the request's own can fire together: the request is
+    cancelled again while its clean-up waits for the backend to stop. The hold must still
+    be released and the record written."""
+    core = make_core({"small": ScriptedBackend("small"), "big": _SlowToStop("big", 0.2)})
+    task = asyncio.create_task(run(core, "hello"))
+    await asyncio.sleep(0.05)
+    assert ledger(core).holds
+    task.cancel()
+    await asyncio.sleep(0.05)  # the clean-up is now waiting for the backend to stop
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    for _ in range(100):
+        if sink(core).decisions:
+            break
+        await asyncio.sleep(0.01)
+    assert ledger(core).holds == {}
+    assert [d["error"] for d in sink(core).decisions] == ["cancelled"]
