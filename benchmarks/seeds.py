@@ -32,8 +32,9 @@ import numpy as np
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from classifier.importers.zeroeval import default_data_dir
 from classifier.jobs import import_source, split_records
-from classifier.outcomes_io import OutcomeRecord
+from classifier.outcomes_io import OutcomeRecord, read_outcomes
 
 SETS: dict[str, tuple[str, dict[str, str] | None]] = {
     "zeroeval3": ("zeroeval", None),
@@ -91,11 +92,22 @@ def run_split(
         "worst_ece_arm": worst[0],
         "worst_ece": worst[1]["ece"],
         "worst_ece_calibrated_p95": worst[1]["ece_if_calibrated_p95"],
-        "ahead": {k: [n for n in LEARNED if versus[n][k]["lo"] > 0] for k in ("apgr",)}
-        | {"cost_at_95": [n for n in LEARNED if versus[n]["cost_at_95"]["hi"] < 0]},
-        "behind": {k: [n for n in LEARNED if versus[n][k]["hi"] < 0] for k in ("apgr",)}
-        | {"cost_at_95": [n for n in LEARNED if versus[n]["cost_at_95"]["lo"] > 0]},
+        "ahead": _significant(versus, router_ahead=True),
+        "behind": _significant(versus, router_ahead=False),
     }
+
+
+def _significant(versus: dict[str, Any], *, router_ahead: bool) -> dict[str, list[str]]:
+    """Per metric, the baselines whose 90% interval of (router − baseline) lies wholly on
+    the router's side (``router_ahead``) or wholly on theirs. The router is ahead on APGR
+    above zero and on cost@95 below it."""
+    out: dict[str, list[str]] = {}
+    for key, better in (("apgr", 1.0), ("cost_at_95", -1.0)):
+        side = better if router_ahead else -better
+        out[key] = [
+            n for n in LEARNED if min(side * versus[n][key]["lo"], side * versus[n][key]["hi"]) > 0
+        ]
+    return out
 
 
 def _c95(v: float | None) -> float:
@@ -110,13 +122,9 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
-    from classifier.importers.zeroeval import default_data_dir
-
     data = args.data or default_data_dir()
     seeds = [int(s) for s in args.seeds.split(",")]
     results: dict[str, dict[int, Any]] = defaultdict(dict)
-    from classifier.outcomes_io import read_outcomes
-
     named = [n for n in args.sets.split(",") if n]
     unknown = [n for n in named if n not in SETS]
     if unknown:

@@ -79,12 +79,17 @@ class Anchors:
     score_best: float
 
 
-def anchors(score: ArrayLike, cost: ArrayLike) -> Anchors:
+def anchors(score: ArrayLike, cost: ArrayLike, weights: ArrayLike | None = None) -> Anchors:
     """Cheap and best arms of a full-information (N, A) table; ties go to the lower index
-    for the cheap arm and to the cheaper arm for the best."""
+    for the cheap arm and to the cheaper arm for the best. ``weights`` (N,), summing to 1,
+    weigh the prompts (a bootstrap resample); by default every prompt counts the same."""
     s = np.asarray(score, dtype=np.float64)
     c = np.asarray(cost, dtype=np.float64)
-    ms, mc = s.mean(axis=0), c.mean(axis=0)
+    if weights is None:
+        ms, mc = s.mean(axis=0), c.mean(axis=0)
+    else:
+        w = np.asarray(weights, dtype=np.float64)
+        ms, mc = w @ s, w @ c
     cheap = int(np.argmin(mc))
     top = np.flatnonzero(ms >= ms.max() - 1e-12)
     best = int(top[np.argmin(mc[top])])
@@ -119,6 +124,23 @@ def lambda_grid(p: ArrayLike, pred_cost: ArrayLike, n: int = 256) -> F64:
     return np.concatenate([[0.0], np.geomspace(lo, max(hi, lo * 10.0), n)])
 
 
+def realised(
+    p: ArrayLike,
+    pred_cost: ArrayLike,
+    score: ArrayLike,
+    cost: ArrayLike,
+    lambdas: ArrayLike | None = None,
+) -> tuple[F64, F64]:
+    """For each λ of the grid, every prompt's actual score and cost of the arm chosen
+    there: two (L, N) arrays."""
+    s = np.asarray(score, dtype=np.float64)
+    c = np.asarray(cost, dtype=np.float64)
+    lams = lambda_grid(p, pred_cost) if lambdas is None else _as1d(lambdas)
+    rows = np.arange(s.shape[0])
+    picks = np.stack([choose(p, pred_cost, float(lam)) for lam in lams])
+    return s[rows, picks], c[rows, picks]
+
+
 def sweep(
     p: ArrayLike,
     pred_cost: ArrayLike,
@@ -127,16 +149,8 @@ def sweep(
     lambdas: ArrayLike | None = None,
 ) -> Curve:
     """Realised (mean cost, mean score) for each λ of the grid."""
-    s = np.asarray(score, dtype=np.float64)
-    c = np.asarray(cost, dtype=np.float64)
-    lams = lambda_grid(p, pred_cost) if lambdas is None else _as1d(lambdas)
-    rows = np.arange(s.shape[0])
-    costs, scores = [], []
-    for lam in lams:
-        pick = choose(p, pred_cost, float(lam))
-        costs.append(float(c[rows, pick].mean()))
-        scores.append(float(s[rows, pick].mean()))
-    return Curve(np.asarray(costs), np.asarray(scores))
+    s_real, c_real = realised(p, pred_cost, score, cost, lambdas)
+    return Curve(c_real.mean(axis=1), s_real.mean(axis=1))
 
 
 def mixing_curve(a: Anchors, n: int = 101) -> Curve:
@@ -259,6 +273,7 @@ __all__ = [
     "oracle_cpt",
     "point_curve",
     "quality_at",
+    "realised",
     "routing_summary",
     "share_at_or_below",
     "strong_share_curve",

@@ -42,43 +42,11 @@ def ece_if_calibrated(
     score varies less than a 0/1 one with the same mean.
     """
     pa = np.asarray(p, dtype=np.float64).reshape(-1)
-    n = pa.size
-    if n == 0:
+    if pa.size == 0:
         return float("nan"), float("nan")
     rng = np.random.default_rng(seed)
-    idx = np.minimum((pa * n_bins).astype(np.int64), n_bins - 1)
-    totals = np.zeros(draws)
-    chunk = max(1, 2_000_000 // n)
-    for start in range(0, draws, chunk):
-        d = min(chunk, draws - start)
-        y = rng.random((d, n)) < pa
-        part = np.zeros(d)
-        for b in range(n_bins):
-            mask = idx == b
-            k = int(mask.sum())
-            if k:
-                part += k / n * np.abs(float(pa[mask].mean()) - y[:, mask].mean(axis=1))
-        totals[start : start + d] = part
+    totals = [M.ece(pa, rng.random(pa.size) < pa, n_bins) for _ in range(draws)]
     return float(np.median(totals)), float(np.quantile(totals, 0.95))
-
-
-def _anchors(score: F64, cost: F64, w: F64) -> M.Anchors:
-    """``metrics.anchors`` of prompts weighted by ``w`` (a bootstrap draw)."""
-    ms, mc = w @ score, w @ cost
-    cheap = int(np.argmin(mc))
-    top = np.flatnonzero(ms >= ms.max() - 1e-12)
-    best = int(top[np.argmin(mc[top])])
-    return M.Anchors(
-        cheap, best, float(mc[cheap]), float(ms[cheap]), float(mc[best]), float(ms[best])
-    )
-
-
-def _realised(p: F64, pred_cost: F64, score: F64, cost: F64) -> tuple[F64, F64]:
-    """Per λ of the method's grid (as ``metrics.sweep``), each prompt's realised score and
-    cost, shape (L, N)."""
-    rows = np.arange(score.shape[0])
-    picks = np.stack([M.choose(p, pred_cost, float(lam)) for lam in M.lambda_grid(p, pred_cost)])
-    return score[rows, picks], cost[rows, picks]
 
 
 def _figures(s_real: F64, c_real: F64, a: M.Anchors, w: F64) -> tuple[float, float]:
@@ -111,8 +79,8 @@ def paired_bootstrap(
     weights = np.vstack(
         [np.full((1, n), 1.0 / n), rng.multinomial(n, np.full(n, 1.0 / n), size=draws) / n]
     )
-    anchors = [_anchors(s, c, w) for w in weights]
-    real = {name: _realised(np.asarray(p, np.float64), cf, s, c) for name, p in preds.items()}
+    anchors = [M.anchors(s, c, w) for w in weights]
+    real = {name: M.realised(p, cf, s, c) for name, p in preds.items()}
     figs = {
         name: np.asarray([_figures(sr, cr, a, w) for a, w in zip(anchors, weights, strict=True)])
         for name, (sr, cr) in real.items()
