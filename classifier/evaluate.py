@@ -80,6 +80,7 @@ def routing_table(
         curves_out.update(curves)
     return {
         "prompts": int(full.sum()),
+        "test_prompts": int(full.size),
         "cheap_arm": arms[a.cheap],
         "best_arm": arms[a.best],
         "cost_cheap": a.cost_cheap,

@@ -86,8 +86,16 @@ def routing_lines(routing: Mapping[str, Any]) -> list[str]:
     head = "| method | APGR | cost@95 | best mean score |" + (
         " CPT(50%) | CPT(80%) |" if two else ""
     )
+    full, total = routing["prompts"], routing.get("test_prompts", routing["prompts"])
+    scope = f"{full} full-information prompts"
+    if total > full:
+        scope = (
+            f"{full} full-information prompts (of {total} test prompts; the other "
+            f"{total - full} lack a record for some arm, and routing is measured only where "
+            "every arm's outcome is known)"
+        )
     lines = [
-        f"{routing['prompts']} full-information prompts; cheap arm {routing['cheap_arm']} "
+        f"{scope}; cheap arm {routing['cheap_arm']} "
         f"(score {fmt(routing['score_cheap'])}, ${routing['cost_cheap']:.6f}/prompt), best arm "
         f"{routing['best_arm']} (score {fmt(routing['score_best'])}, "
         f"${routing['cost_best']:.6f}/prompt).",

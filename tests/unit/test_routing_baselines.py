@@ -87,3 +87,44 @@ def test_baselines_learn_a_signal() -> None:
         assert p[0, 1] > p[1, 1] - 0.05, name  # arm 1 likes direction e0
         assert p[1, 0] > p[0, 0] - 0.05, name  # arm 0 likes direction e1
     assert preds["knn20"][0, 1] > 0.9 and preds["knn20"][1, 0] > 0.9
+
+
+def test_routing_is_measured_on_full_information_prompts_and_says_how_many() -> None:
+    """Three of 40 test prompts lack the premium arm: they are left out of the routing
+    figures, and the table's first line says so."""
+    from classifier.evaluate import routing_table
+    from classifier.model_card import routing_lines
+    from classifier.outcomes_io import OutcomeRecord
+
+    rng = np.random.default_rng(5)
+    arms = ["cheap/greedy", "premium/greedy"]
+    d = 8
+    names = [f"emb_{i:03d}" for i in range(d)]
+
+    def records(n: int, tag: str, missing: int) -> tuple[list[OutcomeRecord], np.ndarray]:
+        x = rng.normal(size=(n, d)).astype(np.float32)
+        out = []
+        for i in range(n):
+            hard = bool(x[i, 0] > 1.0)
+            out.append(OutcomeRecord(f"{tag}{i}", f"q{tag}{i}", arms[0], float(not hard), 1e-6))
+            if i >= missing:
+                out.append(OutcomeRecord(f"{tag}{i}", f"q{tag}{i}", arms[1], 1.0, 1e-5))
+        return out, x
+
+    train_recs, x_train = records(120, "tr", 0)
+    test_recs, x_test = records(40, "te", 3)
+    pos = {f"te{i}": i for i in range(40)}
+    train_pos = {f"tr{i}": i for i in range(120)}
+    p = np.column_stack([(x_test[:, 0] <= 1.0).astype(float), np.ones(40)]) * 0.9 + 0.05
+    cost = np.tile([1e-6, 1e-5], (40, 1))
+    table = routing_table(
+        arms, names, p, cost, x_train, train_recs, train_pos, x_test, test_recs, pos, seed=0
+    )
+    assert table is not None
+    assert (table["prompts"], table["test_prompts"]) == (37, 40)
+    methods = table["methods"]
+    # the router knows which prompts are hard: it recovers the gap at the oracle's cost
+    assert methods["router"]["apgr"] == pytest.approx(methods["oracle"]["apgr"])
+    assert methods["router"]["apgr"] > methods["random"]["apgr"] + 0.2
+    first = routing_lines(table)[0]
+    assert first.startswith("37 full-information prompts (of 40 test prompts; the other 3 lack")
