@@ -87,13 +87,27 @@ class PromptEmbedder:
                 parts = split_long(texts[i], sp)
                 if parts is not None:
                     long_parts[i] = parts
-        firsts = [long_parts[i][0] if i in long_parts else t for i, t in enumerate(texts)]
-        out = self._embedder.embed_batch(firsts)
-        if long_parts:
-            idx = sorted(long_parts)
-            tails = self._embedder.embed_batch([long_parts[i][1] for i in idx])
-            out[idx] = combine(out[idx], tails)
-        return out
+        # Every distinct chunk is embedded once, heads and tails in one call: prompts that
+        # share a long few-shot prefix share their head, so a batch of them costs about one
+        # window per prompt instead of two (and repeated prompts cost one window in all).
+        chunks: list[str] = []
+        slot: dict[str, int] = {}
+
+        def at(chunk: str) -> int:
+            j = slot.get(chunk)
+            if j is None:
+                j = slot[chunk] = len(chunks)
+                chunks.append(chunk)
+            return j
+
+        firsts = [at(long_parts[i][0] if i in long_parts else t) for i, t in enumerate(texts)]
+        idx = sorted(long_parts)
+        tails = [at(long_parts[i][1]) for i in idx]
+        vectors = self._embedder.embed_batch(chunks)
+        out = vectors[firsts]
+        if idx:
+            out[idx] = combine(out[idx], vectors[tails])
+        return np.asarray(out, dtype=np.float32)
 
     def embed_many(
         self, texts: Sequence[str], *, batch: int = 256, progress: Any = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from classifier.embedder.runtime import OnnxEmbedder
-from classifier.long_prompts import HEAD_TOKENS, PromptEmbedder, split_long
+from classifier.long_prompts import HEAD_TOKENS, PromptEmbedder, combine, split_long
 
 PREFIX = "".join(f"Question: What is {i} plus {i + 3}? Answer: {2 * i + 3}.\n" for i in range(120))
 QUESTIONS = (
@@ -41,3 +41,39 @@ def test_split_long_cuts_on_token_boundaries() -> None:
     assert head.split() == ["word"] * HEAD_TOKENS
     assert tail.split() == ["word"] * HEAD_TOKENS
     assert split_long("short", [(0, 5)]) is None
+
+
+class _Counting:
+    """The real embedder, recording how many chunks each call embeds."""
+
+    def __init__(self, inner: OnnxEmbedder) -> None:
+        self.inner = inner
+        self.calls: list[int] = []
+
+    @property
+    def dim(self) -> int:
+        return self.inner.dim
+
+    def embed_batch(self, texts: list[str]) -> np.ndarray:
+        self.calls.append(len(texts))
+        return self.inner.embed_batch(texts)
+
+
+def test_a_shared_head_and_repeated_prompts_are_embedded_once() -> None:
+    onnx = OnnxEmbedder.load()
+    counting = _Counting(onnx)
+    embedder = PromptEmbedder(counting)  # type: ignore[arg-type]
+    prompts = [PREFIX + q for q in QUESTIONS] + [PREFIX + QUESTIONS[0], "What is 2 + 2?"] * 2
+    ours = embedder.embed_batch(prompts)
+    # one shared head, three distinct tails, one short prompt: 5 chunks for 7 prompts
+    assert counting.calls == [5]
+    parts = [split_long(p, embedder._offsets.spans([p])[0]) for p in prompts[:3]]
+    pairs = [pair for pair in parts if pair is not None]
+    assert len(pairs) == 3 and len({head for head, _ in pairs}) == 1
+    head = onnx.embed_batch([pairs[0][0]])
+    tails = onnx.embed_batch([tail for _, tail in pairs])
+    expected = combine(np.repeat(head, 3, axis=0), tails)
+    np.testing.assert_allclose(ours[:3], expected, atol=1e-6)
+    np.testing.assert_array_equal(ours[3], ours[0])
+    np.testing.assert_allclose(ours[4], onnx.embed_batch(["What is 2 + 2?"])[0], atol=1e-6)
+    np.testing.assert_array_equal(ours[5], ours[0])
