@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -94,6 +95,24 @@ def _check_metadata(model_dir: Path, meta: Mapping[str, Any]) -> None:
                 f"model was trained on feature set {key}={fs.get(key)!r}, this code computes "
                 f"{want!r}; retrain the model or use a matching release",
             )
+    _warn_if_long_prompts_differ(model_dir, fs.get("long_prompts"))
+
+
+def _warn_if_long_prompts_differ(model_dir: Path, theirs: Any) -> None:
+    """A model whose long prompts were embedded another way still serves (prompts within
+    the window, most traffic, see the same features), but prompts over the window get
+    vectors it was not trained on: say so once, at load."""
+    from classifier.long_prompts import METHOD
+
+    if theirs is not None and theirs != METHOD:
+        logging.getLogger(__name__).warning(
+            "model %s was trained with long prompts embedded as %r; this release embeds them "
+            "as %r, so prompts over the window get features the model was not trained on; "
+            "retrain it to match",
+            model_dir,
+            theirs,
+            METHOD,
+        )
 
 
 @dataclass(frozen=True)

@@ -225,3 +225,24 @@ def test_arm_count_mismatch_with_graph(model_copy: Path) -> None:
     (model_copy / "metadata.json").write_text(json.dumps(meta))
     with pytest.raises(ModelError, match="p_success"):
         OnnxPredictor.load(model_copy)
+
+
+def test_another_long_prompt_method_loads_with_a_warning(
+    model_copy: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from classifier.long_prompts import METHOD
+
+    assert (
+        json.loads((model_copy / "metadata.json").read_text())["feature_set"]["long_prompts"]
+        == METHOD
+    ), "the shipped model is built with this release's long-prompt embedding"
+    with caplog.at_level("WARNING", logger="classifier.predictor"):
+        OnnxPredictor.load(model_copy)
+    assert not caplog.records
+    meta = json.loads((model_copy / "metadata.json").read_text())
+    meta["feature_set"]["long_prompts"] = "prompts over 10 tokens: embed(first 10 tokens)"
+    (model_copy / "metadata.json").write_text(json.dumps(meta))
+    with caplog.at_level("WARNING", logger="classifier.predictor"):
+        predictor = OnnxPredictor.load(model_copy)
+    assert predictor.arms
+    assert any("retrain it to match" in r.getMessage() for r in caplog.records)

@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 
 from classifier.embedder.runtime import OnnxEmbedder
-from classifier.long_prompts import HEAD_TOKENS, PromptEmbedder, combine, split_long
+from classifier.long_prompts import (
+    HEAD_TOKENS,
+    TAIL_TOKENS,
+    WINDOW_TOKENS,
+    PromptEmbedder,
+    combine,
+    split_long,
+)
 
 PREFIX = "".join(f"Question: What is {i} plus {i + 3}? Answer: {2 * i + 3}.\n" for i in range(120))
 QUESTIONS = (
@@ -19,7 +26,7 @@ def test_shared_prefix_prompts_differ_and_short_prompts_are_unchanged() -> None:
     onnx = OnnxEmbedder.load()
     embedder = PromptEmbedder(onnx)
     prompts = [PREFIX + q for q in QUESTIONS]
-    assert all(onnx.count_tokens(p) > 4 * HEAD_TOKENS for p in prompts)
+    assert all(onnx.count_tokens(p) > 4 * WINDOW_TOKENS for p in prompts)
     plain = onnx.embed_batch(prompts)
     ours = embedder.embed_batch(prompts)
     plain_cos = plain @ plain.T
@@ -39,8 +46,13 @@ def test_split_long_cuts_on_token_boundaries() -> None:
     assert parts is not None
     head, tail = parts
     assert head.split() == ["word"] * HEAD_TOKENS
-    assert tail.split() == ["word"] * HEAD_TOKENS
+    assert tail.split() == ["word"] * TAIL_TOKENS
+    assert HEAD_TOKENS + TAIL_TOKENS == WINDOW_TOKENS
     assert split_long("short", [(0, 5)]) is None
+    fits = [(5 * i, 5 * i + 4) for i in range(WINDOW_TOKENS)]
+    assert split_long("word " * WINDOW_TOKENS, fits) is None
+    one_more = [*fits, (5 * WINDOW_TOKENS, 5 * WINDOW_TOKENS + 4)]
+    assert split_long("word " * (WINDOW_TOKENS + 1), one_more) is not None
 
 
 class _Counting:
