@@ -1,11 +1,12 @@
 """The budget across router replicas: four ``ttc-router serve`` processes share one Redis.
 
-A burst of 400 concurrent Generate calls for one tenant whose cap covers at most half of them
-(half their cost with every call on its cheapest arm) never overspends, and every refusal is one the ledger made when the remaining budget could
-not cover the request's cheapest reservation (read back from the refusal trail). Sequential
-calls are refused only once the remaining budget is below the next reservation. A replica
-killed with SIGKILL while holding reservations loses nothing: its holds expire and free the
-budget, and every charge it settled is in the audit stream.
+A burst of 400 concurrent Generate calls for one tenant whose cap covers at most half of
+them (half their cost with every call on its cheapest arm) never overspends, and every
+refusal is one the ledger made when the remaining budget could not cover the request's
+cheapest reservation (read back from the refusal trail). Sequential calls are refused only
+once the remaining budget is below the next reservation. A replica killed with SIGKILL while
+holding reservations loses nothing: its holds expire and free the budget, and every charge
+it settled is in the audit stream.
 """
 
 from __future__ import annotations
