@@ -177,18 +177,19 @@ async def route_plan(address: str, tenant: str, prompt: str) -> tuple[int, int, 
 
 async def cheapest_costs(address: str, prompts: list[str]) -> dict[str, int]:
     """Per prompt, the least a greedy call costs on any burst arm, measured by calling it."""
-    out: dict[str, int] = {}
+    calls = [(prompt, arm) for prompt in prompts for arm in BURST_ARMS]
     async with grpc.aio.insecure_channel(address) as ch:
         stub = router_pb2_grpc.RouterStub(ch)  # type: ignore[no-untyped-call]
-        for prompt in prompts:
-            costs = []
-            for arm in BURST_ARMS:
-                o = await call_generate(
-                    stub, calibration_tenant(arm), prompt, f"calib-{uuid.uuid4().hex}"
-                )
-                assert o.final is not None, (arm, o.code, o.details)
-                costs.append(int(o.final.cost_micros))
-            out[prompt] = min(costs)
+        outcomes = await asyncio.gather(
+            *(
+                call_generate(stub, calibration_tenant(arm), prompt, f"calib-{uuid.uuid4().hex}")
+                for prompt, arm in calls
+            )
+        )
+    out: dict[str, int] = {}
+    for (prompt, arm), o in zip(calls, outcomes, strict=True):
+        assert o.final is not None, (arm, o.code, o.details)
+        out[prompt] = min(out.get(prompt, int(o.final.cost_micros)), int(o.final.cost_micros))
     return out
 
 
