@@ -95,7 +95,6 @@ def _check_metadata(model_dir: Path, meta: Mapping[str, Any]) -> None:
                 f"model was trained on feature set {key}={fs.get(key)!r}, this code computes "
                 f"{want!r}; retrain the model or use a matching release",
             )
-    _warn_if_long_prompts_differ(model_dir, fs.get("long_prompts"))
 
 
 def _warn_if_long_prompts_differ(model_dir: Path, theirs: Any) -> None:
@@ -152,6 +151,7 @@ class OnnxPredictor:
             raise _fail(model_dir, "directory does not exist")
         meta = _read_metadata(model_dir)
         _check_metadata(model_dir, meta)
+        _warn_if_long_prompts_differ(model_dir, meta["feature_set"].get("long_prompts"))
         try:
             data = (model_dir / MODEL_FILE).read_bytes()
         except FileNotFoundError:

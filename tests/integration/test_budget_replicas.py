@@ -189,7 +189,8 @@ async def cheapest_costs(address: str, prompts: list[str]) -> dict[str, int]:
     out: dict[str, int] = {}
     for (prompt, arm), o in zip(calls, outcomes, strict=True):
         assert o.final is not None, (arm, o.code, o.details)
-        out[prompt] = min(out.get(prompt, int(o.final.cost_micros)), int(o.final.cost_micros))
+        cost = int(o.final.cost_micros)
+        out[prompt] = min(out.get(prompt, cost), cost)
     return out
 
 
