@@ -24,7 +24,7 @@ from classifier.outcomes_io import (
 from router.core.types import Price
 from router.errors import InvalidRequest
 
-SOURCES = ("zeroeval", "llmrouter", "gsm8k-openai")
+SOURCES = ("zeroeval", "llmrouter", "gsm8k-openai", "alpaca-eval")
 Progress = Callable[[str, float], None]
 
 
@@ -43,11 +43,11 @@ def import_source(
 ) -> list[OutcomeRecord]:
     """Outcome records from a named public set under ``data_dir`` or a CSV/JSONL table.
 
-    ``tiers`` maps tier → source model (ZeroEval, GSM8K-OpenAI) or selects models
+    ``tiers`` maps tier → source model (ZeroEval, GSM8K-OpenAI, AlpacaEval) or selects models
     (LLMRouter: tier names are ignored, the model names are used); ``prices`` are per
     tier (per model for LLMRouter) in USD per million tokens.
     """
-    from classifier.importers import gsm8k_openai, llmrouter, table, zeroeval
+    from classifier.importers import alpaca_eval, gsm8k_openai, llmrouter, table, zeroeval
 
     if source == "zeroeval":
         kwargs: dict[str, Any] = {}
@@ -68,6 +68,12 @@ def import_source(
             data_dir / "gsm8k-openai",
             tiers=dict(tiers) if tiers else gsm8k_openai.DEFAULT_TIERS,
             prices=dict(prices) if prices else gsm8k_openai.DEFAULT_PRICES,
+        )
+    if source == "alpaca-eval":
+        return alpaca_eval.import_alpaca_eval(
+            data_dir / "alpaca-eval",
+            tiers=dict(tiers) if tiers else alpaca_eval.DEFAULT_TIERS,
+            prices=dict(prices) if prices else alpaca_eval.DEFAULT_PRICES,
         )
     path = Path(source)
     if not path.is_file():

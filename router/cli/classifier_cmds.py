@@ -73,7 +73,8 @@ def _prices(spec: str | None) -> Any:
 @data_app.command("import")
 def data_import(
     source: Annotated[
-        str, typer.Argument(help="zeroeval | llmrouter | gsm8k-openai | FILE.csv/.jsonl")
+        str,
+        typer.Argument(help="zeroeval | llmrouter | gsm8k-openai | alpaca-eval | FILE.csv/.jsonl"),
     ],
     out: Annotated[Path, typer.Option("--out", help="outcome records to write (JSON Lines)")],
     tiers: Annotated[
