@@ -1,7 +1,7 @@
 """The router against every baseline over several seeded splits of the public data sets.
 
 Run: ``python benchmarks/seeds.py [--sets zeroeval3,zeroeval2,gsm8k-openai,llmrouter,
-llmrouter2] [--outcomes FILE.jsonl ...] [--seeds 0,1,2,3,4] [--json results.json]``.
+llmrouter2,alpaca-eval] [--outcomes FILE.jsonl ...] [--seeds 0,1,2,3,4] [--json results.json]``.
 ``--outcomes`` adds outcome files of your own (for example the output of
 ``ttc-router simulate``), each a set named by its file name; ``--sets ""`` runs only those.
 
@@ -11,10 +11,13 @@ For each set and seed: the stratified 80/20 split of ``ttc-router data split --s
 best baseline's, the worst arm's ECE beside the 95th percentile a calibrated model would
 show on that split, and how many baselines the paired bootstrap puts significantly ahead
 of or behind the router (90% interval of the difference clear of zero). Then the mean of
-every method over the seeds.
+every method over the seeds, with the learned methods' gap correlation (``gap r``: how well
+the predicted score gaps between arms follow the actual ones).
 
 ``llmrouter2`` is LLMRouter's cheapest model against its best one (gemma-2-9b-it and
 llama-3.1-nemotron-51b-instruct), the metric's own cheap and best arms of the 9-model set.
+``alpaca-eval`` is AlpacaEval's graded judge preferences for three FuseChat models (1B, 3B,
+9B; ``ttc-router data import alpaca-eval``).
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ SETS: dict[str, tuple[str, dict[str, str] | None]] = {
         "llmrouter",
         {"cheap": "gemma-2-9b-it", "best": "llama-3.1-nemotron-51b-instruct"},
     ),
+    "alpaca-eval": ("alpaca-eval", None),
 }
 LEARNED = ("knn20", "logreg", "mf", "mlp", "task_complexity")
 
@@ -87,7 +91,8 @@ def run_split(
     worst = max(report["per_arm"].items(), key=lambda kv: kv[1]["ece"])
     return {
         "methods": {
-            n: {"apgr": m["apgr"], "cost_at_95": m["cost_at_95"]} for n, m in methods.items()
+            n: {"apgr": m["apgr"], "cost_at_95": m["cost_at_95"], "gap_r": m.get("gap_r")}
+            for n, m in methods.items()
         },
         "worst_ece_arm": worst[0],
         "worst_ece": worst[1]["ece"],
@@ -158,9 +163,11 @@ def main() -> None:
         for n in names:
             a = [results[name][s]["methods"][n]["apgr"] for s in seeds]
             c = [_c95(results[name][s]["methods"][n]["cost_at_95"]) for s in seeds]
+            g = [results[name][s]["methods"][n]["gap_r"] for s in seeds]
+            gap = "" if None in g else f"   gap r {np.mean(g):.3f}"
             print(
                 f"  {n:16s} APGR {np.mean(a):.3f} ± {np.std(a):.3f}   "
-                f"cost@95 {np.mean(c):.3f} ± {np.std(c):.3f}"
+                f"cost@95 {np.mean(c):.3f} ± {np.std(c):.3f}{gap}"
             )
     if args.json is not None:
         args.json.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")

@@ -66,6 +66,8 @@ def routing_table(
     curves["always_best"] = M.point_curve(a.cost_best, a.score_best)
     curves["oracle"] = M.point_curve(float(c[picked].mean()), float(s[picked].mean()))
     methods: dict[str, Any] = {n: M.routing_summary(cv, a) for n, cv in curves.items()}
+    for n, pp in preds.items():
+        methods[n]["gap_r"] = M.gap_correlation(pp, s)
     if len(arms) == 2 and a.cheap != a.best:
         for n, pp in preds.items():
             shares, scores = M.strong_share_curve(pp, cf, s, a.best)

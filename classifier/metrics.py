@@ -248,6 +248,23 @@ def oracle_cpt(score: ArrayLike, a: Anchors, target: float) -> float | None:
     return float((hit[0] + 1) / s.shape[0]) if hit.size else None
 
 
+def gap_correlation(p: ArrayLike, score: ArrayLike) -> float | None:
+    """How well predictions order the prompts by the score gap between arms: for every
+    pair of arms, the Pearson correlation over prompts of the predicted gap ``p_i - p_j``
+    with the actual gap ``s_i - s_j``, averaged over the pairs. 0 means the predictions
+    say nothing about which arm wins where (beyond the arms' averages); None when no pair
+    has a gap that varies in both."""
+    pa = np.asarray(p, dtype=np.float64)
+    sa = np.asarray(score, dtype=np.float64)
+    cors: list[float] = []
+    for i in range(pa.shape[1]):
+        for j in range(i + 1, pa.shape[1]):
+            dp, ds = pa[:, i] - pa[:, j], sa[:, i] - sa[:, j]
+            if dp.std() > 1e-12 and ds.std() > 1e-12:
+                cors.append(float(np.corrcoef(dp, ds)[0, 1]))
+    return float(np.mean(cors)) if cors else None
+
+
 def routing_summary(curve: Curve, a: Anchors) -> dict[str, float | None]:
     """APGR and cost@95 of one curve, plus its highest realised score."""
     return {
@@ -267,6 +284,7 @@ __all__ = [
     "cost_at_quality",
     "cpt",
     "ece",
+    "gap_correlation",
     "lambda_grid",
     "mixing_curve",
     "oracle_choice",

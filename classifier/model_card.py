@@ -29,6 +29,10 @@ def fmt(x: Any, digits: int = 3) -> str:
     return str(x)
 
 
+def _gap(x: Any) -> str:
+    return "n/a" if x is None else fmt(x)
+
+
 def _opt(x: Any) -> str:
     return "n/a (no token counts)" if x is None else fmt(x)
 
@@ -83,7 +87,7 @@ def versus_lines(versus: Mapping[str, Mapping[str, Any]]) -> list[str]:
 def routing_lines(routing: Mapping[str, Any]) -> list[str]:
     methods = routing["methods"]
     two = any("cpt50" in m for m in methods.values())
-    head = "| method | APGR | cost@95 | best mean score |" + (
+    head = "| method | APGR | cost@95 | best mean score | gap r |" + (
         " CPT(50%) | CPT(80%) |" if two else ""
     )
     full, total = routing["prompts"], routing.get("test_prompts", routing["prompts"])
@@ -101,13 +105,22 @@ def routing_lines(routing: Mapping[str, Any]) -> list[str]:
         f"${routing['cost_best']:.6f}/prompt).",
         "",
         head,
-        "|---|---|---|---|" + ("---|---|" if two else ""),
+        "|---|---|---|---|---|" + ("---|---|" if two else ""),
     ]
     for name, r in methods.items():
-        row = f"| {name} | {fmt(r['apgr'])} | {fmt(r['cost_at_95'])} | {fmt(r['max_score'])} |"
+        row = (
+            f"| {name} | {fmt(r['apgr'])} | {fmt(r['cost_at_95'])} | {fmt(r['max_score'])} "
+            f"| {_gap(r.get('gap_r'))} |"
+        )
         if two:
             row += f" {fmt(r.get('cpt50'))} | {fmt(r.get('cpt80'))} |"
         lines.append(row)
+    lines += [
+        "",
+        "gap r: over the prompts, the correlation of each method's predicted score gap between "
+        "two arms with the actual gap, averaged over arm pairs; near 0 the method does not "
+        "know which arm does better on which prompt.",
+    ]
     if routing.get("versus"):
         lines += ["", *versus_lines(routing["versus"])]
     return lines

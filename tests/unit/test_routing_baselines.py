@@ -128,3 +128,24 @@ def test_routing_is_measured_on_full_information_prompts_and_says_how_many() -> 
     assert methods["router"]["apgr"] > methods["random"]["apgr"] + 0.2
     first = routing_lines(table)[0]
     assert first.startswith("37 full-information prompts (of 40 test prompts; the other 3 lack")
+    # its predicted gap is the actual gap up to scale; every baseline has a figure too
+    # (None where its predicted gap does not vary)
+    assert methods["router"]["gap_r"] == pytest.approx(1.0)
+    assert all("gap_r" in methods[n] for n in baselines.NAMES)
+    assert "gap_r" not in methods["random"]
+    row = next(line for line in routing_lines(table) if line.startswith("| random |"))
+    assert row.split("|")[5].strip() == "n/a"
+
+
+def test_gap_correlation_by_hand() -> None:
+    score = np.asarray([[1, 0, 1], [0, 1, 1], [1, 1, 0], [0, 0, 0]], float)
+    assert M.gap_correlation(score, score) == pytest.approx(1.0)
+    assert M.gap_correlation(-score, score) == pytest.approx(-1.0)
+    # a prediction that moves every arm together knows nothing about the gaps
+    level = np.tile(np.asarray([[0.9], [0.5], [0.7], [0.1]]), (1, 3))
+    assert M.gap_correlation(level, score) is None
+    # pair (0, 1): predicted gaps [1, -1, 0, 0] against actual [1, -1, 0, 0] → 1;
+    # pair (0, 2): [1, -1, 0, 0] against [0, -1, 1, 0] → 0.5; pair (1, 2): [0, 0, 0, 0] → skipped
+    p = np.asarray([[1, 0, 0], [0, 1, 1], [0, 0, 0], [0, 0, 0]], float)
+    r02 = float(np.corrcoef([1, -1, 0, 0], [0, -1, 1, 0])[0, 1])
+    assert M.gap_correlation(p, score) == pytest.approx((1.0 + r02) / 2)
