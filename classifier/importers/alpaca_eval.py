@@ -35,10 +35,11 @@ from __future__ import annotations
 import csv
 import gzip
 import zlib
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from classifier.importers.tokens import TokenCount, default_counter
 from classifier.outcomes_io import OutcomeRecord
 from router.core.types import Price
 from router.errors import InvalidRequest
@@ -67,8 +68,6 @@ DEFAULT_PRICES: dict[str, Price] = {
 }
 STRATEGY = "greedy"
 
-TokenCount = Callable[[Sequence[str]], list[int]]
-
 
 @dataclass(frozen=True)
 class _Row:
@@ -79,12 +78,6 @@ class _Row:
     prompt: str
     preference: float | None
     output_chars: int
-
-
-def _default_counter() -> TokenCount:
-    from classifier.features import default_token_counter
-
-    return default_token_counter().count_batch
 
 
 def _csv_rows(path: Path, required: Sequence[str]) -> Iterator[tuple[int, dict[str, str]]]:
@@ -212,7 +205,7 @@ def import_alpaca_eval(
             chars = _count(len_path, line, "instruction_chars", row["instruction_chars"])
             instruction_chars[(row["results_dir_model"], index)] = chars
 
-    ratio = chars_per_token(sorted(prefixes), count_tokens or _default_counter())
+    ratio = chars_per_token(sorted(prefixes), count_tokens or default_counter())
     tiers_of: dict[str, list[str]] = {}
     for tier, model in tiers.items():
         tiers_of.setdefault(model, []).append(tier)

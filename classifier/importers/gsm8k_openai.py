@@ -11,9 +11,10 @@ tier's prices (defaults are illustrative stand-ins, not OpenAI's historical pric
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
+from classifier.importers.tokens import TokenCount, default_counter
 from classifier.outcomes_io import OutcomeRecord, iter_json_objects
 from router.core.types import Price
 from router.errors import InvalidRequest
@@ -23,14 +24,6 @@ SYSTEMS = ("6b_finetuning", "6b_verification", "175b_finetuning", "175b_verifica
 DEFAULT_TIERS: dict[str, str] = {"gpt3-6b": "6b_finetuning", "gpt3-175b": "175b_finetuning"}
 DEFAULT_PRICES: dict[str, Price] = {"gpt3-6b": Price(0.2, 0.2), "gpt3-175b": Price(6.0, 12.0)}
 STRATEGY = "greedy"
-
-TokenCount = Callable[[Sequence[str]], list[int]]
-
-
-def _default_counter() -> TokenCount:
-    from classifier.features import default_token_counter
-
-    return default_token_counter().count_batch
 
 
 def import_gsm8k_openai(
@@ -58,7 +51,7 @@ def import_gsm8k_openai(
                 raise InvalidRequest(f"{path}:{lineno}: no '{system}.is_correct' boolean")
         row["_line"] = lineno
         rows.append(row)
-    counter = count_tokens or _default_counter()
+    counter = count_tokens or default_counter()
     in_tok = counter([str(r["question"]) for r in rows])
     records: list[OutcomeRecord] = []
     for tier, system in tiers.items():

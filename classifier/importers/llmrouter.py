@@ -15,10 +15,11 @@ length and the model's price; say so wherever these figures are quoted.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from classifier.importers.tokens import TokenCount, default_counter
 from classifier.outcomes_io import OutcomeRecord
 from router.core.types import Price
 from router.errors import InvalidRequest
@@ -29,8 +30,6 @@ STRATEGY = "greedy"
 DEFAULT_ASSUMED_OUTPUT_TOKENS = 256
 TABLE_DIR = Path("data") / "dcrouter_preprocessed"
 PRICES_FILE = Path("data") / "example_data" / "llm_candidates" / "default_llm.json"
-
-TokenCount = Callable[[Sequence[str]], list[int]]
 
 
 def load_prices(llmrouter_dir: Path) -> dict[str, Price]:
@@ -66,12 +65,6 @@ def _load_rows(path: Path) -> list[dict[str, Any]]:
     return data
 
 
-def _default_counter() -> TokenCount:
-    from classifier.features import default_token_counter
-
-    return default_token_counter().count_batch
-
-
 def import_llmrouter(
     llmrouter_dir: Path,
     *,
@@ -90,7 +83,7 @@ def import_llmrouter(
         raise InvalidRequest(f"LLMRouter data not found at {llmrouter_dir}")
     price_list = dict(load_prices(llmrouter_dir))
     price_list.update(prices or {})
-    counter = count_tokens or _default_counter()
+    counter = count_tokens or default_counter()
     records: list[OutcomeRecord] = []
     for split in splits:
         if split not in SPLITS:

@@ -26,10 +26,11 @@ from __future__ import annotations
 
 import gzip
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from classifier.importers.tokens import TokenCount, default_counter
 from classifier.simulate.samples import PromptSamples, Sample, TierSamples, answer_key
 from router.core.types import Price
 from router.errors import InvalidRequest
@@ -42,8 +43,6 @@ DEFAULT_PRICES: dict[str, Price] = {"llama2_13B": Price(0.20, 0.20), "GPT4": Pri
 DEFAULT_TASK = "gsm"
 DEFAULT_VARIANT = "pot1"
 TASK_NAMES: dict[str, str] = {"gsm": "gsm8k"}
-
-TokenCount = Callable[[Sequence[str]], list[int]]
 
 
 def _file(mot_dir: Path, model: str, task: str, variant: str) -> Path:
@@ -115,12 +114,6 @@ def _samples(row: dict[str, Any], tokens: Sequence[int]) -> tuple[Sample, ...]:
     )
 
 
-def _default_counter() -> TokenCount:
-    from classifier.features import default_token_counter
-
-    return default_token_counter().count_batch
-
-
 def import_mot_cascade(
     mot_dir: Path,
     *,
@@ -152,7 +145,7 @@ def import_mot_cascade(
         common = common[: max(limit, 0)]
     if not common:
         raise InvalidRequest(f"the tiers' {task} {variant} files share no questions")
-    counter = count_tokens or _default_counter()
+    counter = count_tokens or default_counter()
     questions = [q for q, _ in common]
     in_tok = counter(questions)
     per_tier: dict[str, list[TierSamples]] = {}

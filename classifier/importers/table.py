@@ -19,15 +19,15 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from classifier.importers.tokens import TokenCount
 from classifier.outcomes_io import OutcomeRecord, iter_json_objects
 from router.core.types import Arm, Price
 from router.errors import InvalidRequest
 
-TokenCount = Callable[[Sequence[str]], list[int]]
 SUFFIXES = (":cost_usd", ":output_tokens", ":input_tokens")
 
 

@@ -23,11 +23,12 @@ import gzip
 import json
 import re
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from classifier.importers.tokens import TokenCount, default_counter
 from classifier.outcomes_io import OutcomeRecord
 from router.core.types import Price
 from router.errors import InvalidRequest
@@ -62,8 +63,6 @@ SCORING = (
 )
 CORRECTNESS_CSV = Path("derived") / "zeroeval_gsm_mathl5_correctness.csv.gz"
 STRATEGY = "greedy"
-
-TokenCount = Callable[[Sequence[str]], list[int]]
 
 
 @dataclass(frozen=True)
@@ -271,12 +270,6 @@ def resolve_models(
     }
 
 
-def _default_counter() -> TokenCount:
-    from classifier.features import default_token_counter
-
-    return default_token_counter().count_batch
-
-
 def import_zeroeval(
     data_dir: Path | None = None,
     *,
@@ -302,7 +295,7 @@ def import_zeroeval(
     missing_prices = [t for t in tiers if t not in prices]
     if missing_prices:
         raise InvalidRequest(f"no prices given for tier(s) {missing_prices}")
-    counter = count_tokens or _default_counter()
+    counter = count_tokens or default_counter()
     correctness = _load_correctness(zeroeval_dir) if set(tasks) & {"gsm", "math-l5"} else {}
 
     records: list[OutcomeRecord] = []

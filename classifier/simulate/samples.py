@@ -26,17 +26,15 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from classifier.importers.tokens import TokenCount, default_counter
 from classifier.outcomes_io import iter_json_objects
 from classifier.simulate.rules import Answer
 from router.core.types import Arm
 from router.errors import InvalidRequest
-
-TokenCount = Callable[[Sequence[str]], list[int]]
 
 _NUMERIC = re.compile(r"^[-+]?\$?\s*(\d[\d,]*(\.\d*)?|\.\d+)([eE][-+]?\d+)?$")
 _SPACES = re.compile(r"\s+")
@@ -175,12 +173,6 @@ def _raw_samples(row: dict[str, Any], where: str) -> list[_RawSample]:
     return out
 
 
-def _default_counter() -> TokenCount:
-    from classifier.features import default_token_counter
-
-    return default_token_counter().count_batch
-
-
 def read_samples_jsonl(
     path: Path, *, count_tokens: TokenCount | None = None
 ) -> tuple[list[PromptSamples], list[str]]:
@@ -221,7 +213,7 @@ def read_samples_jsonl(
     need_out = [s.text or "" for *_, raw in rows for s in raw if s.output_tokens is None]
     counter = count_tokens
     if (need_in or need_out) and counter is None:
-        counter = _default_counter()
+        counter = default_counter()
     in_counts = iter(counter(need_in) if counter and need_in else [])
     out_counts = iter(counter(need_out) if counter and need_out else [])
 
