@@ -1,23 +1,27 @@
 """The router against every baseline over several seeded splits of the public data sets.
 
 Run: ``python benchmarks/seeds.py [--sets zeroeval3,zeroeval2,gsm8k-openai,llmrouter,
-llmrouter2,alpaca-eval] [--outcomes FILE.jsonl ...] [--seeds 0,1,2,3,4] [--json results.json]``.
+llmrouter2,alpaca-eval] [--outcomes FILE.jsonl ...] [--seeds 0,1,2,3,4] [--folds K]
+[--json results.json]``.
 ``--outcomes`` adds outcome files of your own (for example the output of
 ``ttc-router simulate``), each a set named by its file name; ``--sets ""`` runs only those.
 
 For each set and seed: the stratified 80/20 split of ``ttc-router data split --seed S``,
 ``train --seed S`` on the 80%, and the held-out report of ``train``/``eval`` on the 20%
-(baselines seeded with S). One line per split: the router's APGR and cost@95 beside the
-best baseline's, the worst arm's ECE beside the 95th percentile a calibrated model would
-show on that split, and how many baselines the paired bootstrap puts significantly ahead
-of or behind the router (90% interval of the difference clear of zero). Then the mean of
-every method over the seeds, with the learned methods' gap correlation (``gap r``: how well
-the predicted score gaps between arms follow the actual ones).
+(baselines seeded with S); with ``--folds K``, instead, the K-fold cross-validation of
+``ttc-router eval --folds K --seed S`` (every prompt tested once, ``classifier.crossval``,
+predicted with the scikit-learn parts rather than through ONNX Runtime). One line per
+split: the router's APGR and cost@95 beside the best baseline's, the worst arm's ECE beside
+the 95th percentile a calibrated model would show on that split, and how many baselines the
+paired bootstrap puts significantly ahead of or behind the router (90% interval of the
+difference clear of zero). Then the mean of every method over the seeds, with the learned
+methods' gap correlation (``gap r``: how well the predicted score gaps between arms follow
+the actual ones).
 
-``llmrouter2`` is LLMRouter's cheapest model against its best one (gemma-2-9b-it and
-llama-3.1-nemotron-51b-instruct), the metric's own cheap and best arms of the 9-model set.
-``alpaca-eval`` is AlpacaEval's graded judge preferences for three FuseChat models (1B, 3B,
-9B; ``ttc-router data import alpaca-eval``).
+``llmrouter2`` is LLMRouter's cheapest model against its best one
+(gemma-2-9b-it and llama-3.1-nemotron-51b-instruct), the metric's own cheap and best arms
+of the 9-model set. ``alpaca-eval`` is AlpacaEval's graded judge preferences for three
+FuseChat models (1B, 3B, 9B; ``ttc-router data import alpaca-eval``).
 """
 
 from __future__ import annotations
@@ -85,7 +89,21 @@ def run_split(
         feature_names=feature_names(),
         test_fraction=0.0,
     )
-    report = evaluate_split(model, x, index, train_recs, test_recs)
+    return _summary(evaluate_split(model, x, index, train_recs, test_recs))
+
+
+def run_folds(
+    records: list[OutcomeRecord], x: Any, index: dict[str, int], folds: int, seed: int
+) -> dict[str, Any]:
+    from classifier.crossval import cross_validate
+    from classifier.features import feature_names
+
+    return _summary(
+        cross_validate(records, x, index, folds=folds, seed=seed, feature_names=feature_names())
+    )
+
+
+def _summary(report: dict[str, Any]) -> dict[str, Any]:
     methods = report["routing"]["methods"]
     versus = report["routing"]["versus"]
     worst = max(report["per_arm"].items(), key=lambda kv: kv[1]["ece"])
@@ -124,6 +142,7 @@ def main() -> None:
     parser.add_argument("--sets", default=",".join(SETS))
     parser.add_argument("--outcomes", type=Path, nargs="*", default=[])
     parser.add_argument("--seeds", default="0,1,2,3,4")
+    parser.add_argument("--folds", type=int, default=0, help="K-fold cross-validation")
     parser.add_argument("--data", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
@@ -142,7 +161,10 @@ def main() -> None:
             records = read_outcomes(Path(name))
         x, index, featurize = _features(records)
         for seed in seeds:
-            r = run_split(records, x, index, featurize, seed)
+            if args.folds:
+                r = run_folds(records, x, index, args.folds, seed)
+            else:
+                r = run_split(records, x, index, featurize, seed)
             results[name][seed] = r
             m = r["methods"]
             ba = max(LEARNED, key=lambda n: m[n]["apgr"])

@@ -40,10 +40,50 @@ def routing_table(
     seed: int,
     curves_out: dict[str, M.Curve] | None = None,
 ) -> dict[str, Any] | None:
-    """APGR, cost@95 (and CPT for two arms) of the router, baselines and oracle on the
+    """APGR, cost@95 (and CPT for two arms) of the router and of the baselines fitted on
+    the training records, with the oracle, on the full-information test prompts
+    (:func:`routing_report`)."""
+    preds = {
+        "router": p,
+        **baseline_predictions(arms, names, x_train, train_recs, train_pos, x_test, seed),
+    }
+    return routing_report(
+        arms, preds, pred_cost, test_recs, test_pos, seed=seed, curves_out=curves_out
+    )
+
+
+def baseline_predictions(
+    arms: Sequence[str],
+    names: Sequence[str],
+    x_train: F32,
+    train_recs: Sequence[OutcomeRecord],
+    train_pos: Mapping[str, int],
+    x_test: F32,
+    seed: int,
+) -> dict[str, F64]:
+    """Every learned baseline's predicted score (rows of ``x_test``, one column per arm),
+    fitted on the training records."""
+    from classifier.train import cell_means
+
+    ts, _, thave = cell_means(train_recs, train_pos, arms)
+    return baselines.predict_all(names, x_train, ts, thave, x_test, seed)
+
+
+def routing_report(
+    arms: Sequence[str],
+    preds: Mapping[str, F64],
+    pred_cost: F64,
+    test_recs: Sequence[OutcomeRecord],
+    test_pos: Mapping[str, int],
+    *,
+    seed: int,
+    curves_out: dict[str, M.Curve] | None = None,
+) -> dict[str, Any] | None:
+    """APGR, cost@95 (and CPT for two arms) of each method in ``preds`` (``"router"``
+    first; rows in ``test_pos`` order), of the fixed policies and of the oracle on the
     full-information test prompts, and under ``versus`` paired-bootstrap intervals of the
-    router's lead over each learned baseline (``classifier.uncertainty``); None when there
-    are no such prompts or fewer than two arms."""
+    router's lead over each other method (``classifier.uncertainty``); every method is
+    routed with ``pred_cost``. None when there are no such prompts or fewer than two arms."""
     from classifier.train import cell_means
     from classifier.uncertainty import paired_bootstrap
 
@@ -51,25 +91,22 @@ def routing_table(
     full = have.all(axis=1)
     if len(arms) < 2 or not full.any():
         return None
-    s, c, pf, cf = s[full], c[full], p[full], pred_cost[full]
+    s, c, cf = s[full], c[full], pred_cost[full]
     a = M.anchors(s, c)
     oracle = M.oracle_choice(s, c)
     picked = np.arange(s.shape[0]), oracle
-    preds: dict[str, F64] = {"router": pf}
-    ts, _, thave = cell_means(train_recs, train_pos, arms)
-    for name, pb in baselines.predict_all(names, x_train, ts, thave, x_test, seed).items():
-        preds[name] = pb[full]
-    curves: dict[str, M.Curve] = {n: M.sweep(pp, cf, s, c) for n, pp in preds.items()}
-    versus = paired_bootstrap(preds, cf, s, c, seed=seed)
+    fp: dict[str, F64] = {n: pp[full] for n, pp in preds.items()}
+    curves: dict[str, M.Curve] = {n: M.sweep(pp, cf, s, c) for n, pp in fp.items()}
+    versus = paired_bootstrap(fp, cf, s, c, seed=seed)
     curves["random"] = M.mixing_curve(a)
     curves["always_cheap"] = M.point_curve(a.cost_cheap, a.score_cheap)
     curves["always_best"] = M.point_curve(a.cost_best, a.score_best)
     curves["oracle"] = M.point_curve(float(c[picked].mean()), float(s[picked].mean()))
     methods: dict[str, Any] = {n: M.routing_summary(cv, a) for n, cv in curves.items()}
-    for n, pp in preds.items():
+    for n, pp in fp.items():
         methods[n]["gap_r"] = M.gap_correlation(pp, s)
     if len(arms) == 2 and a.cheap != a.best:
-        for n, pp in preds.items():
+        for n, pp in fp.items():
             shares, scores = M.strong_share_curve(pp, cf, s, a.best)
             methods[n]["cpt50"] = M.cpt(shares, scores, a, 0.5)
             methods[n]["cpt80"] = M.cpt(shares, scores, a, 0.8)
@@ -209,4 +246,11 @@ def plot_curves(curves: Mapping[str, M.Curve], title: str, out: Path) -> None:
     plt.close(fig)
 
 
-__all__ = ["distinct_prompts", "evaluate_model", "plot_curves", "routing_table"]
+__all__ = [
+    "baseline_predictions",
+    "distinct_prompts",
+    "evaluate_model",
+    "plot_curves",
+    "routing_report",
+    "routing_table",
+]

@@ -337,6 +337,81 @@ def eval_job(
     return report
 
 
+def cv_job(
+    files: Sequence[Path],
+    *,
+    folds: int,
+    seed: int = 0,
+    arms: Sequence[str] | None = None,
+    prices: Mapping[str, Price] | None = None,
+    embedder: Any = None,
+    plot: Path | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """K-fold cross-validated metrics of the router and the baselines on ``files``
+    (:mod:`classifier.crossval`); each fold model is exported and predicts its held-out
+    prompts through ONNX Runtime, as the service would."""
+    import importlib.util
+    import itertools
+    import tempfile
+
+    from classifier import metrics as M
+    from classifier.crossval import FoldPrediction, cross_validate
+    from classifier.embedding_cache import CachedPromptEmbedder
+    from classifier.evaluate import distinct_prompts, plot_curves
+    from classifier.features import feature_names, features_for
+    from classifier.onnx_export import save_model
+    from classifier.predictor import OnnxPredictor
+    from classifier.train import TrainedModel
+
+    if plot is not None and importlib.util.find_spec("matplotlib") is None:
+        raise InvalidRequest(
+            "--plot needs matplotlib, which is not installed: pip install matplotlib"
+        )
+    report = progress or _no_progress
+    records = read_many(files)
+    arm_list = list(arms) if arms else sorted({r.arm for r in records})
+    check_arms(records, arm_list, files)
+    emb = embedder or CachedPromptEmbedder()
+    ids, texts = distinct_prompts(records)
+    report(f"embedding {len(texts)} prompts", 0.0)
+    e = emb.embed(texts)
+    x = features_for(e, texts)
+    index = {pid: i for i, pid in enumerate(ids)}
+
+    fold_no = itertools.count()
+    with tempfile.TemporaryDirectory(prefix="ttc-router-cv-") as tmp:
+
+        def predict(model: TrainedModel, rows: Any) -> FoldPrediction:
+            out = Path(tmp) / f"fold-{next(fold_no)}"
+            save_model(model, out, version_prefix="fold")
+            table = OnnxPredictor.load(out).predict_table(e[rows], [texts[i] for i in rows])
+            return FoldPrediction(
+                table.p_success, np.log(table.tokens), np.log(table.tokens_hi), table.cost_usd
+            )
+
+        curves: dict[str, M.Curve] = {}
+        result = cross_validate(
+            records,
+            x,
+            index,
+            folds=folds,
+            seed=seed,
+            feature_names=feature_names(emb.dim),
+            arms=arm_list,
+            prices=prices,
+            predict=predict,
+            progress=report,
+            curves_out=curves,
+        )
+    result["files"] = [str(f) for f in files]
+    if plot is not None:
+        if not curves:
+            raise InvalidRequest("no full-information prompts: nothing to plot")
+        plot_curves(curves, f"{result['model']} on {result['test_prompts']} prompts", plot)
+    return result
+
+
 def format_report(report: Mapping[str, Any]) -> str:
     """Plain-text tables of an eval report."""
     from classifier.model_card import per_arm_lines, routing_lines

@@ -408,6 +408,23 @@ def split_prompts(
     return {ordered[i] for i in picks}
 
 
+def fold_prompts(
+    prompt_ids: Sequence[str], seed: int, folds: int, strata: Mapping[str, Stratum]
+) -> dict[str, int]:
+    """Each distinct prompt's fold (0 … ``folds``-1) for cross-validated evaluation,
+    stratified as :func:`split_prompts` is: prompts ordered by stratum (randomly within it)
+    are dealt to the folds in turn from a random first fold, so every fold holds each task
+    and each arm's success rate in proportion. Independent of the order of ``prompt_ids``."""
+    ordered = sorted(set(prompt_ids))
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(len(ordered))
+    rank = np.empty(len(ordered), dtype=np.int64)
+    rank[perm] = np.arange(len(ordered))
+    by_stratum = sorted(range(len(ordered)), key=lambda i: (strata[ordered[i]], int(rank[i])))
+    first = int(rng.integers(folds))
+    return {ordered[i]: (at + first) % folds for at, i in enumerate(by_stratum)}
+
+
 def _folds(prompt_ids: Sequence[str], seed: int) -> NDArray[np.int64]:
     """Cross-validation fold of each prompt (in the given order), independent of that order."""
     ordered = sorted(prompt_ids)
@@ -842,14 +859,15 @@ def per_arm_metrics(
     arms: Sequence[str],
     p: F64,
     log_t: F64,
-    offsets: Mapping[str, float],
+    offsets: Mapping[str, float | F64],
     observed: Mapping[str, bool],
     test_recs: Sequence[OutcomeRecord],
     pos: Mapping[str, int],
 ) -> dict[str, Any]:
     """Calibration and token accuracy per arm on held-out records; beside each ECE, the
     ECE a perfectly calibrated model would show on the same records (median and 95th
-    percentile, ``classifier.uncertainty``)."""
+    percentile, ``classifier.uncertainty``). An arm's high-token offset is one number, or
+    one per row of ``p`` (predictions pooled from several models)."""
     from classifier.uncertainty import ece_if_calibrated
 
     out: dict[str, Any] = {}
@@ -877,7 +895,8 @@ def per_arm_metrics(
             ti = np.asarray([i for i, _ in tok], np.int64)
             actual = np.asarray([v for _, v in tok])
             pred = np.exp(log_t[ti, j])
-            hi = np.exp(log_t[ti, j] + offsets.get(a, 0.0))
+            off = offsets.get(a, 0.0)
+            hi = np.exp(log_t[ti, j] + (off[ti] if isinstance(off, np.ndarray) else off))
             entry["tokens_within_2x"] = M.within_factor(pred, actual, 2.0)
             entry["tokens_hi_coverage"] = M.share_at_or_below(hi, actual)
             entry["median_tokens_actual"] = float(np.median(actual))
@@ -965,6 +984,7 @@ __all__ = [
     "default_featurizer",
     "embedder_featurizer",
     "evaluate_split",
+    "fold_prompts",
     "per_arm_metrics",
     "prompt_strata",
     "samples_per_call",

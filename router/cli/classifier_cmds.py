@@ -192,21 +192,52 @@ def predict(
 
 
 def evaluate(
-    model: Annotated[Path, typer.Option("--model", help="model directory")],
     outcomes: Annotated[list[Path], typer.Option("--outcomes", help="test outcome files")],
+    model: Annotated[
+        Path | None, typer.Option("--model", help="model directory to evaluate")
+    ] = None,
+    folds: Annotated[
+        int | None,
+        typer.Option(
+            help="instead of --model: K-fold cross-validation on the outcome files (train "
+            "the router and the baselines K times, test every prompt once)"
+        ),
+    ] = None,
+    arms: Annotated[
+        str | None, typer.Option(help="with --folds: comma-separated arms (default: all)")
+    ] = None,
     train_outcomes: Annotated[
         list[Path] | None,
         typer.Option(help="the model's training files (default: as recorded in its metadata)"),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
     plot: Annotated[Path | None, typer.Option(help="write a quality-vs-cost plot (PNG)")] = None,
-    seed: Annotated[int, typer.Option(help="seed of the learned baselines")] = 0,
+    seed: Annotated[
+        int, typer.Option(help="seed of the learned baselines (with --folds: of everything)")
+    ] = 0,
 ) -> None:
-    """Routing metrics of the model, the baselines and the oracle on test outcomes."""
-    from classifier.jobs import eval_job, format_report
+    """Routing metrics of the router, the baselines and the oracle on test outcomes: of a
+    trained model (--model), or cross-validated on the outcome files (--folds K)."""
+    from classifier.jobs import cv_job, eval_job, format_report
 
+    if (model is None) == (folds is None):
+        raise _fail(
+            "give --model MODEL_DIR to evaluate a trained model, or --folds K to "
+            "cross-validate the router on the outcome files (one of the two)"
+        )
+    if folds is not None and train_outcomes:
+        raise _fail("--train-outcomes is for --model; --folds trains on the outcome files")
+    if model is not None and arms:
+        raise _fail("--arms is for --folds; a model routes the arms it was trained on")
     with _errors():
-        report = eval_job(model, outcomes, train_files=train_outcomes, plot=plot, seed=seed)
+        if folds is not None:
+            arm_list = [a.strip() for a in arms.split(",") if a.strip()] if arms else None
+            with _bar("eval") as progress:
+                report = cv_job(
+                    outcomes, folds=folds, seed=seed, arms=arm_list, plot=plot, progress=progress
+                )
+        elif model is not None:
+            report = eval_job(model, outcomes, train_files=train_outcomes, plot=plot, seed=seed)
     if as_json:
         console.print_json(json.dumps(report, default=float))
     else:
