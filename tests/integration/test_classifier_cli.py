@@ -222,3 +222,61 @@ def test_bad_inputs_fail_with_file_and_line(work: Path) -> None:
     assert f"{bad}:2" in res.output.replace("\n", "") and "score" in res.output
     res = runner.invoke(app, ["data", "import", "no-such-source", "--out", str(work / "x.jsonl")])
     assert res.exit_code == 2 and "unknown source" in res.output
+
+
+def test_eval_folds_tests_every_prompt_once_through_onnx(work: Path) -> None:
+    from classifier.crossval import cross_validate
+    from classifier.embedding_cache import CachedPromptEmbedder
+    from classifier.evaluate import distinct_prompts
+    from classifier.features import feature_names, features_for
+    from classifier.outcomes_io import read_outcomes
+
+    png = work / "cv.png"
+    args = ["eval", "--outcomes", str(work / "all.jsonl"), "--folds", "3", "--seed", "2"]
+    res = CliRunner().invoke(app, [*args, "--json", "--plot", str(png)])
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout)
+    assert report["test_prompts"] == N_PROMPTS and report["folds"] == 3
+    assert sum(f["test_prompts"] for f in report["fold_models"]) == N_PROMPTS
+    assert {e["n"] for e in report["per_arm"].values()} == {N_PROMPTS}
+    assert report["routing"]["prompts"] == N_PROMPTS
+    assert set(report["routing"]["versus"]) == {"knn20", "logreg", "mf", "mlp", "task_complexity"}
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # The exported fold models (ONNX Runtime) predict what the fitted parts do.
+    records = read_outcomes(work / "all.jsonl")
+    ids, texts = distinct_prompts(records)
+    emb = CachedPromptEmbedder()
+    x = features_for(emb.embed(texts), texts)
+    direct = cross_validate(
+        records,
+        x,
+        {pid: i for i, pid in enumerate(ids)},
+        folds=3,
+        seed=2,
+        feature_names=feature_names(emb.dim),
+    )
+    for arm, entry in report["per_arm"].items():
+        assert entry["mean_p"] == pytest.approx(direct["per_arm"][arm]["mean_p"], abs=1e-5)
+        assert entry["brier"] == pytest.approx(direct["per_arm"][arm]["brier"], abs=1e-5)
+    table = CliRunner().invoke(app, args)
+    assert table.exit_code == 0, table.output
+    assert f"3-fold cross-validation (seed 2) on {N_PROMPTS} prompts" in table.output
+    assert "| task_complexity |" in table.output
+
+
+def test_eval_needs_exactly_one_of_model_and_folds(work: Path) -> None:
+    runner = CliRunner()
+    test = ["--outcomes", str(work / "test.jsonl")]
+    res = runner.invoke(app, ["eval", *test])
+    assert res.exit_code == 2 and "--model MODEL_DIR" in res.output and "--folds K" in res.output
+    res = runner.invoke(app, ["eval", *test, "--model", str(work / "model"), "--folds", "3"])
+    assert res.exit_code == 2 and "one of the two" in res.output
+    res = runner.invoke(
+        app, ["eval", *test, "--folds", "3", "--train-outcomes", str(work / "train.jsonl")]
+    )
+    assert res.exit_code == 2 and "--train-outcomes is for --model" in res.output
+    res = runner.invoke(app, ["eval", *test, "--folds", "1"])
+    assert res.exit_code == 2 and "--folds must be between 2 and 20" in res.output
+    res = runner.invoke(app, ["eval", *test, "--folds", "3", "--arms", "local-7b/greedy,x/greedy"])
+    assert res.exit_code == 2 and "x/greedy" in res.output
