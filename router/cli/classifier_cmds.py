@@ -192,7 +192,10 @@ def predict(
 
 
 def evaluate(
-    outcomes: Annotated[list[Path], typer.Option("--outcomes", help="test outcome files")],
+    outcomes: Annotated[
+        list[Path],
+        typer.Option("--outcomes", help="test outcome files (with --folds: the whole table)"),
+    ],
     model: Annotated[
         Path | None, typer.Option("--model", help="model directory to evaluate")
     ] = None,
