@@ -78,12 +78,14 @@ def routing_report(
     *,
     seed: int,
     curves_out: dict[str, M.Curve] | None = None,
+    bootstrap: bool = True,
 ) -> dict[str, Any] | None:
     """APGR, cost@95 (and CPT for two arms) of each method in ``preds`` (``"router"``
     first; rows in ``test_pos`` order), of the fixed policies and of the oracle on the
     full-information test prompts, and under ``versus`` paired-bootstrap intervals of the
-    router's lead over each other method (``classifier.uncertainty``); every method is
-    routed with ``pred_cost``. None when there are no such prompts or fewer than two arms."""
+    router's lead over each other method (``classifier.uncertainty``; skipped without
+    ``bootstrap``); every method is routed with ``pred_cost``. None when there are no such
+    prompts or fewer than two arms."""
     from classifier.train import cell_means
     from classifier.uncertainty import paired_bootstrap
 
@@ -97,7 +99,7 @@ def routing_report(
     picked = np.arange(s.shape[0]), oracle
     fp: dict[str, F64] = {n: pp[full] for n, pp in preds.items()}
     curves: dict[str, M.Curve] = {n: M.sweep(pp, cf, s, c) for n, pp in fp.items()}
-    versus = paired_bootstrap(fp, cf, s, c, seed=seed)
+    versus = paired_bootstrap(fp, cf, s, c, seed=seed) if bootstrap else {}
     curves["random"] = M.mixing_curve(a)
     curves["always_cheap"] = M.point_curve(a.cost_cheap, a.score_cheap)
     curves["always_best"] = M.point_curve(a.cost_best, a.score_best)

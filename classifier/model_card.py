@@ -98,6 +98,8 @@ def routing_lines(routing: Mapping[str, Any]) -> list[str]:
             f"{total - full} lack a record for some arm, and routing is measured only where "
             "every arm's outcome is known)"
         )
+    if routing.get("aggregate"):
+        scope += f"; the routing figures are the {routing['aggregate']}"
     lines = [
         f"{scope}; cheap arm {routing['cheap_arm']} "
         f"(score {fmt(routing['score_cheap'])}, ${routing['cost_cheap']:.6f}/prompt), best arm "

@@ -17,7 +17,7 @@ Pure NumPy, seeded, deterministic.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -71,20 +71,55 @@ def paired_bootstrap(
     ``level`` percentile interval over ``draws`` resamples of the prompts, plus the share
     of draws in which the reference is ahead (higher APGR, lower cost@95). "Unreached"
     cost@95 counts as 1.0 (no saving)."""
+    figs = _draw_figures(preds, pred_cost, score, cost, draws, np.random.default_rng(seed))
+    return _intervals(figs, reference, draws, level)
+
+
+def paired_bootstrap_groups(
+    groups: Sequence[tuple[Mapping[str, F64], F64, F64, F64]],
+    *,
+    reference: str = "router",
+    draws: int = BOOTSTRAP_DRAWS,
+    seed: int = 0,
+    level: float = LEVEL,
+) -> dict[str, dict[str, Any]]:
+    """:func:`paired_bootstrap` of the mean over groups (cross-validation folds, each
+    ``(preds, pred_cost, score, cost)`` of its own prompts): every draw resamples the
+    prompts within each group, and the figures of a draw are the mean of the groups'."""
+    rng = np.random.default_rng(seed)
+    per_group = [_draw_figures(p, cf, s, c, draws, rng) for p, cf, s, c in groups]
+    figs = {name: np.mean([g[name] for g in per_group], axis=0) for name in per_group[0]}
+    return _intervals(figs, reference, draws, level)
+
+
+def _draw_figures(
+    preds: Mapping[str, F64],
+    pred_cost: F64,
+    score: F64,
+    cost: F64,
+    draws: int,
+    rng: np.random.Generator,
+) -> dict[str, F64]:
+    """Per method, (draws + 1, 2) APGR and cost@95: row 0 on the prompts as they are, then
+    one row per resample."""
     s = np.asarray(score, np.float64)
     c = np.asarray(cost, np.float64)
     cf = np.asarray(pred_cost, np.float64)
     n = s.shape[0]
-    rng = np.random.default_rng(seed)
     weights = np.vstack(
         [np.full((1, n), 1.0 / n), rng.multinomial(n, np.full(n, 1.0 / n), size=draws) / n]
     )
     anchors = [M.anchors(s, c, w) for w in weights]
     real = {name: M.realised(p, cf, s, c) for name, p in preds.items()}
-    figs = {
+    return {
         name: np.asarray([_figures(sr, cr, a, w) for a, w in zip(anchors, weights, strict=True)])
         for name, (sr, cr) in real.items()
     }
+
+
+def _intervals(
+    figs: Mapping[str, F64], reference: str, draws: int, level: float
+) -> dict[str, dict[str, Any]]:
     ref = figs[reference]
     lo_q, hi_q = (1.0 - level) / 2.0, 1.0 - (1.0 - level) / 2.0
     out: dict[str, dict[str, Any]] = {}
@@ -105,4 +140,11 @@ def paired_bootstrap(
     return out
 
 
-__all__ = ["BOOTSTRAP_DRAWS", "ECE_DRAWS", "LEVEL", "ece_if_calibrated", "paired_bootstrap"]
+__all__ = [
+    "BOOTSTRAP_DRAWS",
+    "ECE_DRAWS",
+    "LEVEL",
+    "ece_if_calibrated",
+    "paired_bootstrap",
+    "paired_bootstrap_groups",
+]

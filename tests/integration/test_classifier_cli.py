@@ -262,7 +262,13 @@ def test_eval_folds_tests_every_prompt_once_through_onnx(work: Path) -> None:
     table = CliRunner().invoke(app, args)
     assert table.exit_code == 0, table.output
     assert f"3-fold cross-validation (seed 2) on {N_PROMPTS} prompts" in table.output
+    assert "mean over 3 folds, each scored with its own model" in table.output
     assert "| task_complexity |" in table.output
+    assert [f["routing"]["prompts"] for f in report["fold_models"]] == [
+        f["test_prompts"] for f in report["fold_models"]
+    ]
+    mean_apgr = np.mean([f["routing"]["apgr"] for f in report["fold_models"]])
+    assert report["routing"]["methods"]["router"]["apgr"] == pytest.approx(mean_apgr)
 
 
 def test_eval_needs_exactly_one_of_model_and_folds(work: Path) -> None:

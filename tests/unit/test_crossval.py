@@ -4,7 +4,6 @@ held-out predictions into one report (synthetic features, scikit-learn path)."""
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
 
 import numpy as np
 import pytest
@@ -14,6 +13,7 @@ from classifier import metrics as M
 from classifier.crossval import FoldPrediction, cross_validate, predict_in_python
 from classifier.outcomes_io import OutcomeRecord
 from classifier.train import TrainedModel, cell_means, fold_prompts, prompt_strata, train
+from classifier.uncertainty import paired_bootstrap, paired_bootstrap_groups
 from router.errors import InvalidRequest
 from tests.unit.test_train_roundtrip import ARMS, N_FEATURES, N_PROMPTS, _featurizer, _synthetic
 
@@ -64,28 +64,44 @@ def test_report_pools_every_fold_models_held_out_predictions() -> None:
         assert info["train_prompts"] + info["test_prompts"] == N_PROMPTS
     assert {a: e["n"] for a, e in report["per_arm"].items()} == dict.fromkeys(ARMS, N_PROMPTS)
 
-    # The same folds by hand: train on the other folds, predict the held-out one, pool.
+    # The same folds by hand: train on the other folds, score the held-out one with that
+    # model, average the folds' figures.
     fold_of = fold_prompts([r.prompt_id for r in records], SEED, FOLDS, prompt_strata(records))
-    ids = sorted(fold_of)
     arms = sorted(ARMS)
-    p = np.zeros((N_PROMPTS, len(arms)))
-    cost = np.zeros_like(p)
     _, by_text = _synthetic()
+    figures, pooled_p = [], []
     for f in range(FOLDS):
         part = [r for r in records if fold_of[r.prompt_id] != f]
         model = train(part, seed=SEED, arms=arms, featurize=_featurizer(by_text), test_fraction=0.0)
-        held = [i for i, pid in enumerate(ids) if fold_of[pid] == f]
-        p[held], _, cost[held] = model.predict_all(x[[index[ids[i]] for i in held]])
-    s, c, _ = cell_means(records, {pid: i for i, pid in enumerate(ids)}, arms)
-    curve = M.sweep(p, cost, s, c)
-    expected = M.routing_summary(curve, M.anchors(s, c))
+        held = sorted(pid for pid in fold_of if fold_of[pid] == f)
+        p, _, cost = model.predict_all(x[[index[pid] for pid in held]])
+        held_recs = [r for r in records if fold_of[r.prompt_id] == f]
+        s, c, _ = cell_means(held_recs, {pid: i for i, pid in enumerate(held)}, arms)
+        summary = M.routing_summary(M.sweep(p, cost, s, c), M.anchors(s, c))
+        figures.append((summary["apgr"], summary["cost_at_95"] or 1.0))
+        pooled_p.append(p)
+        assert report["fold_models"][f]["routing"]["apgr"] == pytest.approx(summary["apgr"])
     got = report["routing"]["methods"]["router"]
-    assert got["apgr"] == pytest.approx(expected["apgr"], abs=1e-12)
-    assert got["cost_at_95"] == pytest.approx(expected["cost_at_95"], abs=1e-12)
-    mean_p = {a: report["per_arm"][a]["mean_p"] for a in arms}
-    assert [mean_p[a] for a in arms] == pytest.approx(p.mean(axis=0).tolist())
-    versus: dict[str, Any] = report["routing"]["versus"]
-    assert set(versus) == {"knn20", "logreg", "mf", "mlp", "task_complexity"}
+    assert got["apgr"] == pytest.approx(np.mean([a for a, _ in figures]), abs=1e-12)
+    assert got["cost_at_95"] == pytest.approx(np.mean([c for _, c in figures]), abs=1e-12)
+    mean_p = [report["per_arm"][a]["mean_p"] for a in arms]
+    assert mean_p == pytest.approx(np.concatenate(pooled_p).mean(axis=0).tolist())
+    assert set(report["routing"]["versus"]) == {"knn20", "logreg", "mf", "mlp", "task_complexity"}
+    assert report["routing"]["prompts"] == N_PROMPTS
+
+
+def test_grouped_bootstrap_of_one_group_is_the_plain_bootstrap() -> None:
+    rng = np.random.default_rng(0)
+    s = (rng.random((60, 2)) < [0.4, 0.8]).astype(float)
+    c = np.tile([1.0, 5.0], (60, 1))
+    preds = {"router": s * 0.6 + 0.2, "other": rng.random((60, 2))}
+    plain = paired_bootstrap(preds, c, s, c, seed=3, draws=50)
+    assert paired_bootstrap_groups([(preds, c, s, c)], seed=3, draws=50) == plain
+    two = paired_bootstrap_groups([(preds, c, s, c), (preds, c, s, c)], seed=3, draws=50)
+    assert two["other"]["apgr"]["observed"] == pytest.approx(plain["other"]["apgr"]["observed"])
+    assert two["other"]["apgr"]["hi"] - two["other"]["apgr"]["lo"] < (
+        plain["other"]["apgr"]["hi"] - plain["other"]["apgr"]["lo"]
+    )
 
 
 def test_bad_fold_counts_and_too_few_prompts_are_refused() -> None:
