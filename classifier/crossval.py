@@ -134,16 +134,21 @@ def cross_validate(
         def part(what: str, frac: float, at: float = at, f: int = f) -> None:
             report(f"fold {f + 1}/{folds}: {what}", at + frac / folds)
 
-        model = train(
-            train_recs,
-            seed=seed,
-            arms=arm_list,
-            featurize=featurize,
-            feature_names=feature_names,
-            prices=prices,
-            test_fraction=0.0,
-            progress=part,
-        )
+        try:
+            model = train(
+                train_recs,
+                seed=seed,
+                arms=arm_list,
+                featurize=featurize,
+                feature_names=feature_names,
+                prices=prices,
+                test_fraction=0.0,
+                progress=part,
+            )
+        except InvalidRequest as exc:
+            raise InvalidRequest(
+                f"training on all but fold {f + 1} of {folds}: {exc.message}"
+            ) from None
         rows = np.asarray([pos[pid] for pid in test_ids], np.int64)
         feat_rows = np.asarray([index[pid] for pid in test_ids], np.int64)
         got = run(model, feat_rows)

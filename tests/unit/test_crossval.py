@@ -113,3 +113,9 @@ def test_bad_fold_counts_and_too_few_prompts_are_refused() -> None:
     few = [r for r in records if int(r.prompt_id[1:]) < 7]
     with pytest.raises(InvalidRequest, match="7 prompts are too few for 4 folds"):
         cross_validate(few, x, index, folds=4, seed=0, feature_names=names)
+    # An arm seen on one prompt only is missing from every training part but one.
+    lonely = [r for r in records if r.arm != ARMS[2] or r.prompt_id == "p0"]
+    with pytest.raises(
+        InvalidRequest, match=r"training on all but fold \d of 3: (too few outcomes|.*cheap/vote@3)"
+    ):
+        cross_validate(lonely, x, index, folds=3, seed=0, feature_names=names)
