@@ -2,7 +2,8 @@
 
 ``python -m classifier.build_default [--data ../shared/data] [--out classifier/models/default]
 [--seed 0]``: import outcome records → embed the prompts with the ONNX embedder → train →
-export ``model.onnx`` + ``metadata.json`` → write ``MODEL_CARD.md``.
+five-fold cross-validate the same training (metrics only) → export ``model.onnx`` +
+``metadata.json`` → write ``MODEL_CARD.md``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from router.core.types import Price
 from router.errors import RouterError
 
 EMBED_BATCH = 1_000_000
+CV_FOLDS = 5
 
 
 def records_digest(records: Sequence[OutcomeRecord]) -> str:
@@ -184,6 +186,8 @@ def build(
     )
     t_train = time.perf_counter()
     print(f"trained in {t_train - t_import - embed_seconds:.1f} s", file=sys.stderr)
+    model.metrics["cross_validation"] = _cross_validated(records, featurize, embedder.dim, seed)
+    print(f"cross-validated in {time.perf_counter() - t_train:.1f} s", file=sys.stderr)
     meta = save_model(
         model,
         out_dir,
@@ -194,6 +198,30 @@ def build(
     (out_dir / "MODEL_CARD.md").write_text(model_card(meta, elapsed), encoding="utf-8")
     print(f"wrote {out_dir} ({meta['version']}) in {elapsed:.1f} s", file=sys.stderr)
     return meta
+
+
+def _cross_validated(
+    records: Sequence[OutcomeRecord],
+    featurize: Any,
+    dim: int,
+    seed: int,
+) -> dict[str, Any]:
+    """The same training, five-fold cross-validated on every prompt (``eval --folds 5``),
+    without the per-fold details."""
+    from classifier.crossval import cross_validate
+    from classifier.evaluate import distinct_prompts
+
+    ids, texts = distinct_prompts(records)
+    x = featurize(texts)
+    report = cross_validate(
+        records,
+        x,
+        {pid: i for i, pid in enumerate(ids)},
+        folds=CV_FOLDS,
+        seed=seed,
+        feature_names=feats.feature_names(dim),
+    )
+    return {key: report[key] for key in ("folds", "seed", "test_prompts", "per_arm", "routing")}
 
 
 def _arg(parse: Any) -> Any:

@@ -175,6 +175,20 @@ def model_card(
             "",
             *routing_lines(m["routing"]),
         ]
+    cv = m.get("cross_validation")
+    if cv:
+        lines += [
+            "",
+            "## Cross-validated metrics",
+            f"The same training run {cv['folds']} times, each time on all prompts but one "
+            f"fold, and tested on that fold (`ttc-router eval --folds {cv['folds']} --seed "
+            f"{cv['seed']}`): every one of the {cv['test_prompts']} prompts is tested once. "
+            "Calibration and tokens on the pooled held-out predictions:",
+            "",
+            *per_arm_lines(cv["per_arm"]),
+        ]
+        if cv.get("routing"):
+            lines += ["", "Routing:", "", *routing_lines(cv["routing"])]
     lines += ["", "## Limits", *(f"- {x}" for x in limits), "", "## Files"]
     lines += [
         f"- `model.onnx` (sha256 `{meta['onnx_sha256']}`): input `features` float32 [N, "
