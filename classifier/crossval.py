@@ -68,10 +68,6 @@ def predict_in_python(x: F32) -> PredictFold:
     return predict
 
 
-def _no_progress(what: str, fraction: float) -> None:
-    return None
-
-
 def cross_validate(
     records: Sequence[OutcomeRecord],
     x: F32,
@@ -111,7 +107,7 @@ def cross_validate(
             f"{len(fold_of)} prompts are too few for {folds} folds: give at least "
             f"{2 * folds} prompts or fewer --folds"
         )
-    report = progress or _no_progress
+    report: Progress = progress or (lambda what, fraction: None)
     run = predict or predict_in_python(x)
     ids = sorted(fold_of)
     pos = {pid: i for i, pid in enumerate(ids)}
@@ -216,7 +212,7 @@ def cross_validate(
         s, c, have = cell_means(f_recs, f_pos, arm_list)
         full = have.all(axis=1)
         bootstrap_in = ({k: v[full] for k, v in f_preds.items()}, cost[sel][full], s[full], c[full])
-        parts.append(_FoldRouting(f, rep, curves, bootstrap_in))
+        parts.append(_FoldRouting(rep, curves, bootstrap_in))
         fold_info[f]["routing"] = {
             key: rep[key] for key in ("prompts", "cheap_arm", "best_arm")
         } | {key: rep["methods"]["router"][key] for key in ("apgr", "cost_at_95")}
@@ -230,7 +226,6 @@ def cross_validate(
 
 @dataclass
 class _FoldRouting:
-    fold: int
     report: dict[str, Any]
     curves: dict[str, M.Curve]
     bootstrap_in: tuple[dict[str, F64], F64, F64, F64]
@@ -260,6 +255,7 @@ def _mean_of_folds(
 ) -> dict[str, Any]:
     """The folds' routing tables as one: every figure the mean over folds, each fold scored
     with its own model, anchors and oracle; the paired intervals resample within folds."""
+    from classifier.evaluate import anchor_fields
     from classifier.train import cell_means
     from classifier.uncertainty import paired_bootstrap_groups
 
@@ -275,12 +271,7 @@ def _mean_of_folds(
     return {
         "prompts": sum(p.report["prompts"] for p in parts),
         "test_prompts": sum(p.report["test_prompts"] for p in parts),
-        "cheap_arm": arms[a.cheap],
-        "best_arm": arms[a.best],
-        "cost_cheap": a.cost_cheap,
-        "score_cheap": a.score_cheap,
-        "cost_best": a.cost_best,
-        "score_best": a.score_best,
+        **anchor_fields(arms, a),
         "aggregate": f"mean over {len(parts)} folds, each scored with its own model",
         "methods": methods,
         "versus": paired_bootstrap_groups([p.bootstrap_in for p in parts], seed=seed),

@@ -122,14 +122,21 @@ def routing_report(
     return {
         "prompts": int(full.sum()),
         "test_prompts": int(full.size),
+        **anchor_fields(arms, a),
+        "methods": methods,
+        "versus": versus,
+    }
+
+
+def anchor_fields(arms: Sequence[str], a: M.Anchors) -> dict[str, Any]:
+    """A routing table's cheap and best arm with their mean cost and score."""
+    return {
         "cheap_arm": arms[a.cheap],
         "best_arm": arms[a.best],
         "cost_cheap": a.cost_cheap,
         "score_cheap": a.score_cheap,
         "cost_best": a.cost_best,
         "score_best": a.score_best,
-        "methods": methods,
-        "versus": versus,
     }
 
 
@@ -249,6 +256,7 @@ def plot_curves(curves: Mapping[str, M.Curve], title: str, out: Path) -> None:
 
 
 __all__ = [
+    "anchor_fields",
     "baseline_predictions",
     "distinct_prompts",
     "evaluate_model",
