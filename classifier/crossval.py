@@ -168,6 +168,7 @@ def cross_validate(
                 "train_prompts": len(train_ids),
                 "test_prompts": len(test_ids),
                 "stack": model.stack.kind,
+                "gap_weight": model.stack.gap.weight,
                 "knn_k": model.knn.k,
             }
         )

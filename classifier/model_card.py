@@ -16,8 +16,11 @@ MODEL_TEXT = (
     "CV-chosen k and at k=200, predicting every arm from the neighbours' scores; a "
     "one-hidden-layer network with one output per arm, epochs by CV), combined and "
     "calibrated by a logistic regression on their out-of-fold logits whose form is chosen "
-    "by CV. Tokens and cost: ridge regressions on log tokens and log cost. Exported as "
-    "one ONNX graph of standard operators."
+    "by CV. The served scores keep that stack's level per prompt and mix its gaps between "
+    "arms with the k=200 neighbourhood's, in the proportion (`gap_weight` in "
+    "`metadata.json`) that minimises the out-of-fold error of the predicted score "
+    "differences, each arm calibrated again. Tokens and cost: ridge regressions on log "
+    "tokens and log cost. Exported as one ONNX graph of standard operators."
 )
 
 
@@ -128,6 +131,18 @@ def routing_lines(routing: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _chosen_lines(training: Mapping[str, Any]) -> list[str]:
+    """What cross-validation chose for the shipped model, where the metadata records it."""
+    if "stack_form" not in training:
+        return []
+    return [
+        f"Chosen by cross-validation for the shipped model: kNN k = {training['knn_k']}, "
+        f"stack form `{training['stack_form']}`, gap weight {training['gap_weight']:g} "
+        "(1 keeps the stack's own gaps between arms, 0 takes the neighbourhood's).",
+        "",
+    ]
+
+
 def model_card(
     meta: Mapping[str, Any],
     *,
@@ -150,6 +165,7 @@ def model_card(
         "",
         "Arms: " + ", ".join(f"`{a}`" for a in meta["arms"]) + ".",
         "",
+        *_chosen_lines(meta["training"]),
         "## Training data",
         *data_lines,
         "",

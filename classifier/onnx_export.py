@@ -292,6 +292,14 @@ def build_metadata(
             "refit_on_all": model.refit,
             "logistic_c": {a: model.per_arm[a].c for a in arms},
             "knn_k": model.knn.k,
+            "stack_form": model.stack.kind,
+            "gap_weight": model.stack.gap.weight,
+            "gap_recalibration": {
+                a: [model.stack.gap.slope[j], model.stack.gap.intercept[j]]
+                for j, a in enumerate(arms)
+                if model.stack.gap.slope
+            },
+            "gap_error_by_weight": {str(w): e for w, e in model.stack.gap.errors.items()},
             "token_ridge_alpha": {a: model.per_arm[a].alpha for a in arms},
             "cost_ridge_alpha": {a: model.per_arm[a].cost_alpha for a in arms},
             "counts": model.counts,

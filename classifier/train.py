@@ -14,7 +14,11 @@ exact leave-one-out) inside :func:`train`, never on the held-apart prompts:
   (prompt, arm) cell (``classifier.mlp_head``), epochs by out-of-fold log loss;
 * ``stack``: a logistic regression on the learners' out-of-fold logits that both
   combines and calibrates them; its form (shared or per-arm weights, with or without the
-  other arms' logits) is chosen by cross-validated log loss.
+  other arms' logits) is chosen by cross-validated log loss;
+* ``gaps``: the served scores keep the stack's level per prompt and mix its gaps between
+  arms with the broad neighbourhood's, in the proportion that minimises the out-of-fold
+  error of the predicted score differences (``classifier.gap_blend``), folded into the
+  stack's weights.
 
 Graded scores in [0, 1] are used as they are (fractional targets); logged records with a
 ``propensity`` are weighted by 1 / propensity (floored at 0.01). Output tokens per sample
@@ -42,6 +46,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from classifier import metrics as M
+from classifier.gap_blend import GapChoice, choose_gap_weight, fold_into_stack
 from classifier.mlp_head import MlpHead, fit_mlp
 from classifier.outcomes_io import OutcomeRecord
 from classifier.ridge import Linear, ridge_loo
@@ -55,6 +60,7 @@ F64 = NDArray[np.float64]
 ALPHA_GRID: tuple[float, ...] = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0, 1e4, 3e4, 1e5)
 K_GRID: tuple[int, ...] = (10, 20, 40, 80)
 BROAD_K = 200
+BROAD_BLOCK = 2  # the broad kNN's logits are the third block of the stack's inputs
 STACK_C = 1.0
 PRIOR_WEIGHT = 2.0
 N_FOLDS = 5
@@ -136,6 +142,7 @@ class Stack:
     bias: F64
     kind: str
     cv_log_loss: dict[str, float]
+    gap: GapChoice = field(default_factory=GapChoice)
 
 
 STACK_KINDS = ("pooled", "per_arm", "per_arm_cross")
@@ -214,18 +221,22 @@ def _stack_kind_fits(
     return True
 
 
-def _fit_stack(stack_in: F64, arm_rows: Sequence[_ArmRows], folds: NDArray[np.int64]) -> Stack:
-    """The stacking logistic regression; its form is chosen by CV log loss among
-    ``pooled`` (one weight per learner shared by all arms, an intercept per arm),
-    ``per_arm`` (per arm, its own learners' logits) and ``per_arm_cross`` (per arm,
-    every arm's logits)."""
+def _fit_stack(
+    stack_in: F64, arm_rows: Sequence[_ArmRows], folds: NDArray[np.int64]
+) -> tuple[Stack, F64]:
+    """The stacking logistic regression, and its out-of-fold logits (N, A; NaN where an
+    arm has no record). Its form is chosen by CV log loss among ``pooled`` (one weight per
+    learner shared by all arms, an intercept per arm), ``per_arm`` (per arm, its own
+    learners' logits) and ``per_arm_cross`` (per arm, every arm's logits)."""
     n_arms = len(arm_rows)
     n_learners = stack_in.shape[1] // n_arms
     losses: dict[str, float] = {}
+    oof: dict[str, F64] = {}
     for kind in STACK_KINDS:
         if not _stack_kind_fits(stack_in, arm_rows, kind, folds):
             continue
         total, weight = 0.0, 0.0
+        oof[kind] = np.full((stack_in.shape[0], n_arms), np.nan)
         for f in range(N_FOLDS):
             fits = _stack_fits(stack_in, arm_rows, kind, folds != f)
             for j in range(n_arms):
@@ -234,6 +245,7 @@ def _fit_stack(stack_in: F64, arm_rows: Sequence[_ArmRows], folds: NDArray[np.in
                 ll = np.logaddexp(0.0, lg[te]) - y[te] * lg[te]
                 total += float(np.sum(w[te] * ll))
                 weight += float(np.sum(w[te]))
+                oof[kind][rows[te], j] = lg[te]
         losses[kind] = total / max(weight, 1e-12)
     if not losses:
         raise InvalidRequest(
@@ -257,7 +269,7 @@ def _fit_stack(stack_in: F64, arm_rows: Sequence[_ArmRows], folds: NDArray[np.in
         else:
             weights[:, j] = fits[j].coef_.reshape(-1)
             bias[j] = float(fits[j].intercept_[0])
-    return Stack(weights, bias, kind, losses)
+    return Stack(weights, bias, kind, losses), oof[kind]
 
 
 @dataclass
@@ -709,9 +721,16 @@ def _fit(
     }
     costs = _ridge_heads(z, cost_t, ALPHA_GRID)
     step("cost models")
-    stack = _fit_stack(
-        stack_in, [_classification_rows(by_arm[a], table.index) for a in arms], folds
+    arm_rows = [_classification_rows(by_arm[a], table.index) for a in arms]
+    stack, stack_oof = _fit_stack(stack_in, arm_rows, folds)
+    stack.gap = choose_gap_weight(
+        stack_oof,
+        logit(broad_oof),
+        target,
+        counts > 0,
+        [(ar.rows, ar.y, ar.w) for ar in arm_rows],
     )
+    stack.weights, stack.bias = fold_into_stack(stack.weights, stack.bias, stack.gap, BROAD_BLOCK)
     step("stack")
     per_arm: dict[str, ArmModel] = {}
     for a in arms:
