@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 from numpy.typing import NDArray
 
+from classifier.gap_blend import GAP_WEIGHTS, GapChoice
 from classifier.onnx_export import OUTPUT_COST, OUTPUT_LOG_TOKENS, OUTPUT_P, save_model, to_onnx
 from classifier.outcomes_io import OutcomeRecord
 from classifier.train import TrainedModel, samples_per_call, split_prompts, train
@@ -138,6 +140,29 @@ def test_save_writes_model_and_metadata(
     assert meta["version"].startswith("test-") and meta["version"].endswith(meta["onnx_sha256"][:8])
     assert set(meta["tokens_hi_log_offset"]) == set(ARMS)
     assert meta["samples_per_call"]["cheap/vote@3"] == 3
+    training = meta["training"]
+    assert training["gap_weight"] in GAP_WEIGHTS
+    assert set(training["gap_recalibration"]) == set(ARMS)
+    assert len(training["gap_error_by_weight"]) == len(GAP_WEIGHTS)
+
+
+def test_the_gap_mix_is_chosen_on_full_information_prompts_only(
+    trained: tuple[TrainedModel, dict[str, NDArray[np.float32]]],
+) -> None:
+    model, _ = trained
+    gap = model.stack.gap
+    assert gap.pairs == 3 * N_PROMPTS * 4 // 5  # three arm pairs on every training prompt
+    assert gap.weight in GAP_WEIGHTS and len(gap.slope) == len(ARMS)
+    assert gap.errors[gap.weight] == min(gap.errors.values())
+    # Logged traffic, one arm per prompt: no pair to measure a gap on, the stack as fitted.
+    records, by_text = _synthetic()
+    logged = [
+        replace(r, propensity=1 / 3)
+        for r in records
+        if ARMS.index(r.arm) == int(r.prompt_id[1:]) % len(ARMS)
+    ]
+    one_arm = train(logged, seed=3, arms=ARMS, featurize=_featurizer(by_text), test_fraction=0.0)
+    assert one_arm.stack.gap == GapChoice(pairs=0)
 
 
 def test_arm_without_token_counts_predicts_cost_directly() -> None:
