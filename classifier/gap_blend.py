@@ -31,6 +31,7 @@ F64 = NDArray[np.float64]
 
 GAP_WEIGHTS: tuple[float, ...] = (0.0, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0)
 MIN_PAIRS = 50
+MIN_FULL_SHARE = 0.9
 
 
 ArmOutcomes = tuple[NDArray[np.int64], NDArray[np.int64], F64]
@@ -41,14 +42,16 @@ into a weighted 1 and a weighted 0)."""
 @dataclass
 class GapChoice:
     """κ, each arm's recalibration ``a_j · m_j + c_j``, and the out-of-fold gap error of each
-    candidate κ (empty when none was measured: fewer than two arms or too few prompts with
-    two arms observed, and the stack is served unchanged)."""
+    candidate κ (empty when none was measured, and the stack is served unchanged: fewer than
+    two arms, fewer than ``MIN_PAIRS`` observed pairs, or a share ``full_share`` of prompts
+    with every arm observed below ``MIN_FULL_SHARE``)."""
 
     weight: float = 1.0
     slope: list[float] = field(default_factory=list)
     intercept: list[float] = field(default_factory=list)
     errors: dict[float, float] = field(default_factory=dict)
     pairs: int = 0
+    full_share: float = 0.0
 
 
 def _sigmoid(z: F64) -> F64:
@@ -138,15 +141,22 @@ def choose_gap_weight(
 ) -> GapChoice:
     """κ minimising the out-of-fold gap error of the recalibrated mixture, with that
     recalibration. Rows are prompt rows; ``outcomes`` holds each arm's classification rows.
-    The stack is kept unchanged (κ = 1, no recalibration) with fewer than two arms or fewer
-    than ``MIN_PAIRS`` observed pairs. Ties go to the larger κ."""
+
+    Both are fitted on the prompts with every arm's out-of-fold logit (the full-information
+    ones). The stack is kept unchanged (κ = 1, no recalibration) with fewer than two arms,
+    fewer than ``MIN_PAIRS`` observed pairs, or when those prompts are less than
+    ``MIN_FULL_SHARE`` of the prompts with any record: a recalibration fitted on a minority
+    of the prompts would move every arm's level on all of them (logged traffic, or an arm
+    tried on a few prompts only). Ties go to the larger κ."""
     ok = ~(np.isnan(stack_logits).any(axis=1) | np.isnan(broad_logits).any(axis=1))
     if stack_logits.shape[1] < 2:
         return GapChoice()
+    seen = int(have.any(axis=1).sum())
+    share = float(ok.sum()) / seen if seen else 0.0
     s, b, t, h = stack_logits[ok], broad_logits[ok], target[ok], have[ok]
     _, pairs = gap_error(_sigmoid(s), t, h)
-    if pairs < MIN_PAIRS:
-        return GapChoice(pairs=pairs)
+    if pairs < MIN_PAIRS or share < MIN_FULL_SHARE:
+        return GapChoice(pairs=pairs, full_share=share)
     pos = np.full(stack_logits.shape[0], -1, np.int64)
     pos[np.flatnonzero(ok)] = np.arange(int(ok.sum()))
     fits: dict[float, tuple[list[float], list[float]]] = {}
@@ -157,7 +167,7 @@ def choose_gap_weight(
         errors[weight] = gap_error(_sigmoid(z), t, h)[0]
     best = min(errors.values())
     weight = max(w for w, e in errors.items() if e <= best + 1e-12)
-    return GapChoice(weight, *fits[weight], errors, pairs)
+    return GapChoice(weight, *fits[weight], errors, pairs, share)
 
 
 def fold_into_stack(
@@ -182,6 +192,7 @@ def fold_into_stack(
 
 __all__ = [
     "GAP_WEIGHTS",
+    "MIN_FULL_SHARE",
     "MIN_PAIRS",
     "ArmOutcomes",
     "GapChoice",

@@ -300,6 +300,7 @@ def build_metadata(
                 if model.stack.gap.slope
             },
             "gap_error_by_weight": {str(w): e for w, e in model.stack.gap.errors.items()},
+            "gap_full_information_share": model.stack.gap.full_share,
             "token_ridge_alpha": {a: model.per_arm[a].alpha for a in arms},
             "cost_ridge_alpha": {a: model.per_arm[a].cost_alpha for a in arms},
             "counts": model.counts,

@@ -93,7 +93,7 @@ def test_without_observed_pairs_the_stack_is_unchanged() -> None:
     have = np.zeros_like(score, bool)
     have[np.arange(level.size), np.arange(level.size) % 2] = True  # one arm per prompt
     choice = choose_gap_weight(true, true, score, have, _outcomes(score))
-    assert choice == GapChoice(pairs=0)
+    assert (choice.weight, choice.slope, choice.pairs) == (1.0, [], 0)
     few = have.copy()
     few[: MIN_PAIRS - 1] = True
     assert choose_gap_weight(true, true, score, few, _outcomes(score)).slope == []
@@ -101,6 +101,26 @@ def test_without_observed_pairs_the_stack_is_unchanged() -> None:
     assert fold_into_stack(w, b, choice, 2) == (w, b)
     one_arm = choose_gap_weight(true[:, :1], true[:, :1], score[:, :1], have[:, :1], [])
     assert one_arm == GapChoice()
+
+
+@pytest.mark.parametrize(("full", "mixed"), [(0.5, False), (0.85, False), (0.95, True)])
+def test_the_mix_needs_most_prompts_to_have_every_arm_observed(full: float, mixed: bool) -> None:
+    rng, level, gap, _, score = _world(5)
+    noise = rng.normal(0, 3, level.size)
+    stack = np.column_stack([level + noise, level - noise])
+    broad = np.column_stack([gap, -gap])
+    partial = np.arange(level.size) >= int(full * level.size)  # arm 1 unobserved there
+    stack[partial, 1] = np.nan
+    have = np.ones_like(score, bool)
+    have[partial, 1] = False
+    outcomes = _outcomes(score)
+    rows, y, w = outcomes[1]
+    outcomes[1] = (rows[~partial], y[~partial], w[~partial])
+    choice = choose_gap_weight(stack, broad, score, have, outcomes)
+    assert choice.full_share == pytest.approx(full, abs=1e-3)
+    assert choice.pairs == int(full * level.size)
+    assert bool(choice.slope) is mixed
+    assert (choice.weight < 1.0) is mixed
 
 
 @pytest.mark.parametrize("weight", [0.0, 0.375, 1.0])

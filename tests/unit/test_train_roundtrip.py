@@ -144,6 +144,7 @@ def test_save_writes_model_and_metadata(
     assert training["gap_weight"] in GAP_WEIGHTS
     assert set(training["gap_recalibration"]) == set(ARMS)
     assert len(training["gap_error_by_weight"]) == len(GAP_WEIGHTS)
+    assert training["gap_full_information_share"] == 1.0
 
 
 def test_the_gap_mix_is_chosen_on_full_information_prompts_only(
