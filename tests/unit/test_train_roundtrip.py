@@ -166,6 +166,20 @@ def test_the_gap_mix_is_chosen_on_full_information_prompts_only(
     assert one_arm.stack.gap == GapChoice(pairs=0)
 
 
+@pytest.mark.parametrize(("covered", "cross_candidate"), [(0.1, False), (0.5, True), (1.0, True)])
+def test_the_cross_arm_stack_needs_the_arms_seen_together_often_enough(
+    covered: float, cross_candidate: bool
+) -> None:
+    """The stack form that reads every arm's logits is only compared with the others when
+    it can be fitted on at least a quarter of each arm's prompts."""
+    records, by_text = _synthetic()
+    seen = {f"p{i}" for i in range(int(covered * N_PROMPTS))}
+    partial = [r for r in records if r.arm != "big/greedy" or r.prompt_id in seen]
+    model = train(partial, seed=3, arms=ARMS, featurize=_featurizer(by_text), test_fraction=0.0)
+    assert ("per_arm_cross" in model.stack.cv_log_loss) is cross_candidate
+    assert {"pooled", "per_arm"} <= set(model.stack.cv_log_loss)
+
+
 def test_arm_without_token_counts_predicts_cost_directly() -> None:
     records, by_text = _synthetic()
     no_tokens = [
