@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
+from classifier.links import sigmoid
+
 F64 = NDArray[np.float64]
 
 GAP_WEIGHTS: tuple[float, ...] = (0.0, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0)
@@ -52,11 +54,6 @@ class GapChoice:
     errors: dict[float, float] = field(default_factory=dict)
     pairs: int = 0
     full_share: float = 0.0
-
-
-def _sigmoid(z: F64) -> F64:
-    out: F64 = 0.5 * (1.0 + np.tanh(0.5 * z))
-    return out
 
 
 def blend(stack_logits: F64, broad_logits: F64, weight: float) -> F64:
@@ -101,7 +98,7 @@ def recalibrate(m: F64, y: NDArray[np.int64], w: F64, ridge: float = 1e-3) -> tu
     theta = prior.copy()
     current = loss(theta)
     for _ in range(100):
-        p = _sigmoid(x @ theta)
+        p = sigmoid(x @ theta)
         grad = x.T @ (w * (p - y)) / scale + ridge * (theta - prior)
         hess = (x * (w * p * (1.0 - p))[:, None]).T @ x / scale + ridge * np.eye(2)
         step = np.linalg.solve(hess, grad)
@@ -154,7 +151,7 @@ def choose_gap_weight(
     seen = int(have.any(axis=1).sum())
     share = float(ok.sum()) / seen if seen else 0.0
     s, b, t, h = stack_logits[ok], broad_logits[ok], target[ok], have[ok]
-    _, pairs = gap_error(_sigmoid(s), t, h)
+    _, pairs = gap_error(sigmoid(s), t, h)
     if pairs < MIN_PAIRS or share < MIN_FULL_SHARE:
         return GapChoice(pairs=pairs, full_share=share)
     pos = np.full(stack_logits.shape[0], -1, np.int64)
@@ -164,7 +161,7 @@ def choose_gap_weight(
     for weight in GAP_WEIGHTS:
         z, slopes, intercepts = _calibrated(blend(s, b, weight), outcomes, pos)
         fits[weight] = (slopes, intercepts)
-        errors[weight] = gap_error(_sigmoid(z), t, h)[0]
+        errors[weight] = gap_error(sigmoid(z), t, h)[0]
     best = min(errors.values())
     weight = max(w for w, e in errors.items() if e <= best + 1e-12)
     return GapChoice(weight, *fits[weight], errors, pairs, share)

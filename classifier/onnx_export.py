@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from classifier import features as feats
+from classifier.links import LOGIT_CLIP
 from classifier.predictor import (
     INPUT_NAME,
     METADATA_FILE,
@@ -44,7 +45,6 @@ from classifier.predictor import (
 )
 from classifier.train import (
     DEFAULT_TOKENS,
-    LOGIT_CLIP,
     PRIOR_WEIGHT,
     TOKENS_HI_QUANTILE,
     TrainedModel,

@@ -47,6 +47,7 @@ from numpy.typing import NDArray
 
 from classifier import metrics as M
 from classifier.gap_blend import GapChoice, choose_gap_weight, fold_into_stack
+from classifier.links import logit, sigmoid
 from classifier.mlp_head import MlpHead, fit_mlp
 from classifier.outcomes_io import OutcomeRecord
 from classifier.ridge import Linear, ridge_loo
@@ -69,7 +70,6 @@ MIN_PROPENSITY = 0.01
 DEFAULT_TOKENS = 256.0
 MAX_KNN_REFERENCE = 12000
 KNN_SCAN_BUDGET = 1_000_000
-LOGIT_CLIP = 1e-4
 _K_RE = re.compile(r"^(?:vote|best|short)@(\d+)$")
 
 
@@ -77,17 +77,6 @@ def samples_per_call(arm: str) -> int:
     """k for ``vote@k``/``best@k``/``short@k`` arms (k samples of one prompt), else 1."""
     m = _K_RE.match(Arm.parse(arm).strategy)
     return int(m.group(1)) if m else 1
-
-
-def logit(p: F64) -> F64:
-    q = np.clip(p, LOGIT_CLIP, 1.0 - LOGIT_CLIP)
-    out: F64 = np.log(q) - np.log1p(-q)
-    return out
-
-
-def sigmoid(z: F64) -> F64:
-    out: F64 = 1.0 / (1.0 + np.exp(-z))
-    return out
 
 
 @dataclass
@@ -143,6 +132,7 @@ class Stack:
     kind: str
     cv_log_loss: dict[str, float]
     gap: GapChoice = field(default_factory=GapChoice)
+    """The gap mix (``classifier.gap_blend``); ``weights`` and ``bias`` already include it."""
 
 
 STACK_KINDS = ("pooled", "per_arm", "per_arm_cross")
