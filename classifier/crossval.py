@@ -169,6 +169,7 @@ def cross_validate(
                 "test_prompts": len(test_ids),
                 "stack": model.stack.kind,
                 "gap_weight": model.stack.gap.weight,
+                "cells_weight": model.cells_weight,
                 "knn_k": model.knn.k,
             }
         )

@@ -167,6 +167,16 @@ def choose_gap_weight(
     return GapChoice(weight, *fits[weight], errors, pairs, share)
 
 
+def mixed_logits(choice: GapChoice, stack_logits: F64, broad_logits: F64) -> F64:
+    """The recalibrated mixture ``choice`` serves for these stack and broad kNN logits (the
+    stack's own logits when it carries no recalibration)."""
+    if not choice.slope:
+        return stack_logits
+    m = blend(stack_logits, broad_logits, choice.weight)
+    out: F64 = m * np.asarray(choice.slope) + np.asarray(choice.intercept)
+    return out
+
+
 def fold_into_stack(
     weights: F64, bias: F64, choice: GapChoice, broad_block: int
 ) -> tuple[F64, F64]:
@@ -197,5 +207,6 @@ __all__ = [
     "choose_gap_weight",
     "fold_into_stack",
     "gap_error",
+    "mixed_logits",
     "recalibrate",
 ]

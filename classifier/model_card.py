@@ -19,7 +19,10 @@ MODEL_TEXT = (
     "by CV. The served scores keep that stack's level per prompt and mix its gaps between "
     "arms with the k=200 neighbourhood's, in the proportion (`gap_weight` in "
     "`metadata.json`) that minimises the out-of-fold error of the predicted score "
-    "differences, each arm calibrated again. Tokens and cost: ridge regressions on log "
+    "differences, each arm calibrated again; the served probability is then mixed with the "
+    "task × difficulty cells' (the mean scores of the training prompts of the same k-means "
+    "task and difficulty band), in the proportion (`cells_weight`) chosen by the same "
+    "criterion. Tokens and cost: ridge regressions on log "
     "tokens and log cost. Exported as one ONNX graph of standard operators."
 )
 
@@ -138,7 +141,9 @@ def _chosen_lines(training: Mapping[str, Any]) -> list[str]:
     return [
         f"Chosen by cross-validation for the shipped model: kNN k = {training['knn_k']}, "
         f"stack form `{training['stack_form']}`, gap weight {training['gap_weight']:g} "
-        "(1 keeps the stack's own gaps between arms, 0 takes the neighbourhood's).",
+        "(1 keeps the stack's own gaps between arms, 0 takes the neighbourhood's), "
+        f"cells weight {training.get('cells_weight', 0.0):g} (the task × difficulty cells' "
+        "share of the served probability).",
         "",
     ]
 

@@ -12,7 +12,11 @@ Graph (standard ONNX operators only, built here from the fitted coefficients)::
                TopK returns sorted; the projection only
                for large reference sets, see ``classifier.train.knn_projection``)
     scaled ─► MatMul W1 + b1 ─► Relu ─► MatMul W2 + b2 ───────────────────► network logits
-    Concat(linear, near kNN, broad kNN, network) ─► MatMul W_stack + b ─► Sigmoid ► p_success
+    Concat(linear, near kNN, broad kNN, network) ─► MatMul W_stack + b ─► Sigmoid ─► stack p
+    kNN query ─┬─► MatMul centroidsᵀ − ½‖c‖² ─► ArgMax ─► task ─┐
+               └─► MatMul w_level + b ─► Greater cuts ─► ReduceSum ─► band ─┴─►
+               Gather table[task·L + band] ─► cell p
+    (1 − ω)·stack p + ω·cell p ─────────────────────────────────────────► p_success
 
 All outputs are float32 [N, A], columns in the order of ``metadata["arms"]``.
 ``log_tokens`` is the natural log of the expected output tokens per sample; the high
@@ -123,6 +127,17 @@ def to_onnx(model: TrainedModel) -> Any:
     const("micro", 1e-6)
     const("zero", 0.0)
 
+    cells = model.cells
+    const("cell_c_t", np.ascontiguousarray(cells.centroids.T))
+    const("cell_half", 0.5 * np.sum(cells.centroids * cells.centroids, axis=1))
+    const("cell_lw", cells.level_w.reshape(-1, 1))
+    const("cell_lb", np.asarray([cells.level_b]))
+    const("cell_cuts", cells.cuts)
+    const("cell_levels", np.asarray(cells.levels, np.int64), np.int64)
+    const("cell_table", cells.table)
+    const("stack_share", 1.0 - model.cells_weight)
+    const("cell_share", model.cells_weight)
+
     n = helper.make_node
     projection_nodes: list[Any] = []
     knn_query = "knn_q"
@@ -191,10 +206,24 @@ def to_onnx(model: TrainedModel) -> Any:
         n("Relu", ["mlp_pre"], ["mlp_h"]),
         n("MatMul", ["mlp_h", "mlp_w2"], ["mlp_mm2"]),
         n("Add", ["mlp_mm2", "mlp_b2"], ["mlp_logit"]),
+        n("MatMul", [knn_query, "cell_c_t"], ["cell_sim"]),
+        n("Sub", ["cell_sim", "cell_half"], ["cell_score"]),
+        n("ArgMax", ["cell_score"], ["cell_task"], axis=1, keepdims=0),
+        n("MatMul", [knn_query, "cell_lw"], ["cell_lvl_mm"]),
+        n("Add", ["cell_lvl_mm", "cell_lb"], ["cell_lvl"]),
+        n("Greater", ["cell_lvl", "cell_cuts"], ["cell_above"]),
+        n("Cast", ["cell_above"], ["cell_above_i"], to=TensorProto.INT64),
+        n("ReduceSum", ["cell_above_i", "axis1"], ["cell_band"], keepdims=0),
+        n("Mul", ["cell_task", "cell_levels"], ["cell_base"]),
+        n("Add", ["cell_base", "cell_band"], ["cell_class"]),
+        n("Gather", ["cell_table", "cell_class"], ["cell_p"], axis=0),
         n("Concat", ["lr_logit", "near_logit", "broad_logit", "mlp_logit"], ["stack_in"], axis=1),
         n("MatMul", ["stack_in", "w_stack"], ["stack_mm"]),
         n("Add", ["stack_mm", "b_stack"], ["stack_logit"]),
-        n("Sigmoid", ["stack_logit"], [OUTPUT_P]),
+        n("Sigmoid", ["stack_logit"], ["stack_p"]),
+        n("Mul", ["stack_p", "stack_share"], ["stack_part"]),
+        n("Mul", ["cell_p", "cell_share"], ["cell_part"]),
+        n("Add", ["stack_part", "cell_part"], [OUTPUT_P]),
     ]
     const("axis1", np.asarray([1], np.int64), np.int64)
     graph = helper.make_graph(
@@ -301,6 +330,8 @@ def build_metadata(
             },
             "gap_error_by_weight": {str(w): e for w, e in model.stack.gap.errors.items()},
             "gap_full_information_share": model.stack.gap.full_share,
+            "cells_weight": model.cells_weight,
+            "cells_error_by_weight": {f"{w:g}": e for w, e in model.cells_errors.items()},
             "token_ridge_alpha": {a: model.per_arm[a].alpha for a in arms},
             "cost_ridge_alpha": {a: model.per_arm[a].cost_alpha for a in arms},
             "counts": model.counts,

@@ -46,7 +46,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from classifier import metrics as M
-from classifier.gap_blend import GapChoice, choose_gap_weight, fold_into_stack
+from classifier.cells import CellModel, cells_oof, choose_cells_weight, fit_cells
+from classifier.gap_blend import GapChoice, choose_gap_weight, fold_into_stack, mixed_logits
 from classifier.links import logit, sigmoid
 from classifier.mlp_head import MlpHead, fit_mlp
 from classifier.outcomes_io import OutcomeRecord
@@ -100,9 +101,7 @@ class KnnModel:
 
     def predict(self, x: NDArray[np.float32]) -> tuple[F64, F64]:
         """Smoothed mean scores of the k and of the ``broad_k`` nearest rows, each (N, A)."""
-        q = unit_rows(np.asarray(x, np.float32)[:, self.columns])
-        if self.projection is not None:
-            q = unit_rows(q @ self.projection)
+        q = self.query(x)
         n_ref = self.reference.shape[0]
         k, kb = min(self.k, n_ref), min(self.broad_k, n_ref)
         near = np.zeros((q.shape[0], self.sums.shape[1]))
@@ -115,6 +114,14 @@ class KnnModel:
                 c = self.counts[idx].sum(axis=1, dtype=np.float64)
                 out[start : start + 1024] = (s + PRIOR_WEIGHT * self.prior) / (c + PRIOR_WEIGHT)
         return near, broad
+
+    def query(self, x: NDArray[np.float32]) -> NDArray[np.float32]:
+        """The unit rows the references are compared with (projected when there is a
+        projection)."""
+        q = unit_rows(np.asarray(x, np.float32)[:, self.columns])
+        if self.projection is not None:
+            q = unit_rows(q @ self.projection)
+        return q
 
 
 def unit_rows(x: NDArray[np.float32]) -> NDArray[np.float32]:
@@ -308,8 +315,12 @@ class TrainedModel:
     per_arm: dict[str, ArmModel]
     knn: KnnModel
     mlp: MlpHead
+    cells: CellModel
     stack: Stack
     seed: int
+    cells_weight: float = 0.0
+    """ω of ``p = (1 − ω)·stack + ω·cells`` (``classifier.cells``), chosen by CV."""
+    cells_errors: dict[float, float] = field(default_factory=dict)
     test_fraction: float = 0.2
     refit: bool = True
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -323,7 +334,8 @@ class TrainedModel:
         lr = np.column_stack([self.per_arm[a].classifier.predict(z) for a in self.arms]).astype(
             np.float64
         )
-        near, broad = self.knn.predict(z.astype(np.float32) if self.knn.on_scaled else x)
+        space = z.astype(np.float32) if self.knn.on_scaled else x
+        near, broad = self.knn.predict(space)
         return np.concatenate([lr, logit(near), logit(broad), self.mlp.logits(z)], axis=1)
 
     def predict_all(self, x: NDArray[np.float32]) -> tuple[F64, F64, F64]:
@@ -331,6 +343,10 @@ class TrainedModel:
         x = np.asarray(x, dtype=np.float32)
         s = self.base_logits(x)
         p = sigmoid(s @ self.stack.weights + self.stack.bias)
+        if self.cells_weight:
+            z32 = self.scaler.transform(x).astype(np.float32)
+            q = self.knn.query(z32 if self.knn.on_scaled else x)
+            p = (1.0 - self.cells_weight) * p + self.cells_weight * self.cells.predict(q)
         z = self.scaler.transform(x)
         t = np.column_stack([self._tokens(a, z) for a in self.arms]).astype(np.float64)
         c = np.column_stack([self.per_arm[a].cost_regressor.predict(z) for a in self.arms]).astype(
@@ -717,6 +733,9 @@ def _fit(
     mlp_oof = np.full((n, a_n), np.nan)
     mlp_oof[rows] = mlp_rows_oof
     step("network")
+    cell_oof = np.full((n, a_n), np.nan)
+    cell_oof[rows] = cells_oof(space, sums, counts, prior, rows, folds, seed)
+    cells = fit_cells(space, sums, counts, prior, rows, seed)
     stack_in = np.concatenate([lin_oof, logit(knn_oof), logit(broad_oof), mlp_oof], axis=1)
     tok_t: dict[str, tuple[NDArray[np.int64], F64, F64]] = {}
     for a in arms:
@@ -741,6 +760,8 @@ def _fit(
         [(ar.rows, ar.y, ar.w) for ar in arm_rows],
     )
     stack.weights, stack.bias = fold_into_stack(stack.weights, stack.bias, stack.gap, BROAD_BLOCK)
+    served_oof = sigmoid(mixed_logits(stack.gap, stack_oof, logit(broad_oof)))
+    cells_choice = choose_cells_weight(served_oof, cell_oof, target, counts > 0)
     step("stack")
     per_arm: dict[str, ArmModel] = {}
     for a in arms:
@@ -769,8 +790,11 @@ def _fit(
         per_arm=per_arm,
         knn=knn,
         mlp=mlp,
+        cells=cells,
         stack=stack,
         seed=seed,
+        cells_weight=cells_choice.weight,
+        cells_errors=cells_choice.errors,
     )
     step("done")
     return model

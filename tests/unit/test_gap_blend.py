@@ -13,6 +13,7 @@ from classifier.gap_blend import (
     choose_gap_weight,
     fold_into_stack,
     gap_error,
+    mixed_logits,
     recalibrate,
 )
 
@@ -135,3 +136,7 @@ def test_folded_stack_equals_the_recalibrated_mixture(weight: float) -> None:
     mixed = blend(x @ w + b, x[:, 2 * a_n : 3 * a_n], weight)
     expected = mixed * np.asarray(choice.slope) + np.asarray(choice.intercept)
     np.testing.assert_allclose(x @ new_w + new_b, expected, atol=1e-12)
+    served = mixed_logits(choice, x @ w + b, x[:, 2 * a_n : 3 * a_n])
+    np.testing.assert_allclose(served, expected, atol=1e-12)
+    unchanged = mixed_logits(GapChoice(), x @ w + b, x[:, 2 * a_n : 3 * a_n])
+    np.testing.assert_array_equal(unchanged, x @ w + b)

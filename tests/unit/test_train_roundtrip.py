@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
+from classifier.cells import CELL_WEIGHTS
 from classifier.gap_blend import GAP_WEIGHTS, GapChoice
 from classifier.onnx_export import OUTPUT_COST, OUTPUT_LOG_TOKENS, OUTPUT_P, save_model, to_onnx
 from classifier.outcomes_io import OutcomeRecord
@@ -86,6 +87,31 @@ def test_onnx_matches_sklearn(trained: tuple[TrainedModel, dict[str, NDArray[np.
     assert not np.allclose(p_onnx[:, 0], p_onnx[:, 1], atol=1e-3)
 
 
+def test_onnx_matches_sklearn_with_the_cells_mixed_in(
+    trained: tuple[TrainedModel, dict[str, NDArray[np.float32]]],
+) -> None:
+    """The task × difficulty cells' path of the graph (k-means task, difficulty band, table
+    lookup) equals the Python one, whatever weight cross-validation gave it."""
+    import dataclasses
+
+    import onnxruntime as ort
+
+    model, _ = trained
+    mixed = dataclasses.replace(model, cells_weight=0.5)
+    x = np.random.default_rng(12).normal(size=(256, N_FEATURES)).astype(np.float32)
+    p_ref, _, _ = mixed.predict_all(x)
+    p_stack, _, _ = dataclasses.replace(model, cells_weight=0.0).predict_all(x)
+    assert not np.allclose(p_ref, p_stack, atol=1e-3)  # the cells do move the output
+    sess = ort.InferenceSession(
+        to_onnx(mixed).SerializeToString(), providers=["CPUExecutionProvider"]
+    )
+    (p_onnx,) = sess.run([OUTPUT_P], {"features": x})
+    np.testing.assert_allclose(p_onnx, p_ref, atol=1e-5, rtol=0)
+    # More than one cell is reached, so the lookup is really exercised.
+    q = mixed.knn.query(mixed.scaler.transform(x).astype(np.float32) if mixed.knn.on_scaled else x)
+    assert len(np.unique(mixed.cells.classes(q))) > 3
+
+
 def test_models_learn_the_signal(
     trained: tuple[TrainedModel, dict[str, NDArray[np.float32]]],
 ) -> None:
@@ -145,6 +171,8 @@ def test_save_writes_model_and_metadata(
     assert set(training["gap_recalibration"]) == set(ARMS)
     assert len(training["gap_error_by_weight"]) == len(GAP_WEIGHTS)
     assert training["gap_full_information_share"] == 1.0
+    assert training["cells_weight"] == model.cells_weight
+    assert len(training["cells_error_by_weight"]) == len(CELL_WEIGHTS)
 
 
 def test_the_gap_mix_is_chosen_on_full_information_prompts_only(
