@@ -18,7 +18,10 @@ exact leave-one-out) inside :func:`train`, never on the held-apart prompts:
 * ``gaps``: the served scores keep the stack's level per prompt and mix its gaps between
   arms with the broad neighbourhood's, in the proportion that minimises the out-of-fold
   error of the predicted score differences (``classifier.gap_blend``), folded into the
-  stack's weights.
+  stack's weights;
+* ``cells``: task × difficulty cells (``classifier.cells``), whose mean scores are mixed
+  into the served probability with the weight that minimises the same out-of-fold gap
+  error (0 when the cells do not help).
 
 Graded scores in [0, 1] are used as they are (fractional targets); logged records with a
 ``propensity`` are weighted by 1 / propensity (floored at 0.01). Output tokens per sample
@@ -334,8 +337,7 @@ class TrainedModel:
         lr = np.column_stack([self.per_arm[a].classifier.predict(z) for a in self.arms]).astype(
             np.float64
         )
-        space = z.astype(np.float32) if self.knn.on_scaled else x
-        near, broad = self.knn.predict(space)
+        near, broad = self.knn.predict(z.astype(np.float32) if self.knn.on_scaled else x)
         return np.concatenate([lr, logit(near), logit(broad), self.mlp.logits(z)], axis=1)
 
     def predict_all(self, x: NDArray[np.float32]) -> tuple[F64, F64, F64]:
