@@ -25,6 +25,8 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.typing import NDArray
 
+from classifier.cells import CELL_PRIOR, N_LEVELS, N_TASKS
+
 F64 = NDArray[np.float64]
 F32 = NDArray[np.float32]
 
@@ -32,9 +34,6 @@ KNN_K = 20
 MF_DIM = 64
 MF_EPOCHS = 300
 MLP_HIDDEN = 128
-N_TASKS = 8
-N_LEVELS = 3
-CLASS_PRIOR = 5.0
 
 NAMES = ("knn20", "logreg", "mf", "mlp", "task_complexity")
 
@@ -153,7 +152,7 @@ def task_complexity(train_e: F32, s: F64, have: NDArray[np.bool_], test_e: F32, 
         rows = ca == c
         num = (s[rows] * have[rows]).sum(axis=0)
         den = have[rows].sum(axis=0)
-        table[c] = (num + CLASS_PRIOR * arm_mean) / (den + CLASS_PRIOR)
+        table[c] = (num + CELL_PRIOR * arm_mean) / (den + CELL_PRIOR)
     result: F64 = table[cb]
     return result
 

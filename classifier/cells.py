@@ -1,4 +1,4 @@
-"""Task × difficulty cells: one of the stack's learners.
+"""Task × difficulty cells: mean scores of the training prompts of one kind and level.
 
 The NVIDIA LLM router's idea, fitted on the kNN's space: every prompt falls in a *task*
 (the nearest of ``N_TASKS`` k-means centroids of the training prompts) and a *difficulty*
@@ -9,10 +9,12 @@ towards the arm's overall mean by ``CELL_PRIOR`` pseudo-records.
 Its gaps between arms are the mean gaps of a hard partition that knows how hard a prompt
 is, which the kNN's neighbourhoods do not: two prompts on the same subject can sit at very
 different levels, and the arms' gap depends on the level (on easy prompts every arm is
-right, on hopeless ones every arm is wrong). In the stack and in the gap mix
-(``classifier.gap_blend``) it adds what neither the neighbourhoods nor the per-prompt
-learners carry. Every step is a standard ONNX operator (MatMul, ArgMax, Greater,
-ReduceSum, Gather; ``classifier.onnx_export``).
+right, on hopeless ones every arm is wrong). Mixed into the served probability with the
+weight that minimises the out-of-fold gap error (:func:`choose_cells_weight`), it adds
+what neither the neighbourhoods nor the per-prompt learners carry. Every step is a
+standard ONNX operator (MatMul, ArgMax, Greater, ReduceSum, Gather;
+``classifier.onnx_export``). ``classifier.baselines.task_complexity`` is the same idea as
+a standalone router, and shares these sizes.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
+
+from classifier.gap_blend import MIN_PAIRS, gap_error
+from classifier.ridge import ridge_loo
 
 F32 = NDArray[np.float32]
 F64 = NDArray[np.float64]
@@ -74,7 +79,11 @@ def fit_cells(
     centroids = km.cluster_centers_.astype(np.float32)
     seen = c.sum(axis=1) > 0
     fail = np.where(seen, 1.0 - s.sum(axis=1) / np.maximum(c.sum(axis=1), 1e-12), 0.0)
-    level_w, level_b = _ridge(x[seen].astype(np.float64), fail[seen], LEVEL_RIDGE)
+    if seen.any():
+        fit = ridge_loo(x[seen], fail[seen], None, [LEVEL_RIDGE]).models[0]
+        level_w, level_b = fit.coef_, fit.intercept_
+    else:
+        level_w, level_b = np.zeros(x.shape[1]), 0.0
     level = x.astype(np.float64) @ level_w + level_b
     qs = np.linspace(0.0, 1.0, N_LEVELS + 1)[1:-1]
     cuts = np.quantile(level[seen], qs) if seen.any() else np.zeros(N_LEVELS - 1)
@@ -136,8 +145,6 @@ def choose_cells_weight(
     """ω minimising the out-of-fold gap error (``classifier.gap_blend.gap_error``: the
     squared error of the predicted score differences over every pair of arms observed on
     the same prompt) of the mixture; ties go to the smaller ω."""
-    from classifier.gap_blend import MIN_PAIRS, gap_error
-
     ok = ~(np.isnan(stack_p).any(axis=1) | np.isnan(cells_p).any(axis=1))
     s, c, t, h = stack_p[ok], cells_p[ok], target[ok], have[ok]
     if s.shape[1] < 2 or gap_error(s, t, h)[1] < MIN_PAIRS:
@@ -145,16 +152,6 @@ def choose_cells_weight(
     errors = {w: gap_error((1.0 - w) * s + w * c, t, h)[0] for w in CELL_WEIGHTS}
     best = min(errors.values())
     return CellsChoice(min(w for w, e in errors.items() if e <= best + 1e-12), errors)
-
-
-def _ridge(x: F64, y: F64, alpha: float) -> tuple[F64, float]:
-    """Ridge weights and intercept (features and target centred, intercept unpenalised)."""
-    if x.shape[0] == 0:
-        return np.zeros(x.shape[1]), 0.0
-    mx, my = x.mean(axis=0), float(y.mean())
-    xc = x - mx
-    w: F64 = np.linalg.solve(xc.T @ xc + alpha * np.eye(x.shape[1]), xc.T @ (y - my))
-    return w, my - float(mx @ w)
 
 
 __all__ = [

@@ -345,11 +345,10 @@ class TrainedModel:
         x = np.asarray(x, dtype=np.float32)
         s = self.base_logits(x)
         p = sigmoid(s @ self.stack.weights + self.stack.bias)
-        if self.cells_weight:
-            z32 = self.scaler.transform(x).astype(np.float32)
-            q = self.knn.query(z32 if self.knn.on_scaled else x)
-            p = (1.0 - self.cells_weight) * p + self.cells_weight * self.cells.predict(q)
         z = self.scaler.transform(x)
+        if self.cells_weight:
+            q = self.knn.query(z.astype(np.float32) if self.knn.on_scaled else x)
+            p = (1.0 - self.cells_weight) * p + self.cells_weight * self.cells.predict(q)
         t = np.column_stack([self._tokens(a, z) for a in self.arms]).astype(np.float64)
         c = np.column_stack([self.per_arm[a].cost_regressor.predict(z) for a in self.arms]).astype(
             np.float64
