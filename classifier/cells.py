@@ -4,7 +4,10 @@ The NVIDIA LLM router's idea, fitted on the kNN's space: every prompt falls in a
 (the nearest of ``N_TASKS`` k-means centroids of the training prompts) and a *difficulty*
 (which of ``N_LEVELS`` equal-count bands a ridge regression of its failure rate puts it
 in), and is predicted each arm's mean score over the training prompts of its cell, shrunk
-towards the arm's overall mean by ``CELL_PRIOR`` pseudo-records.
+towards the arm's overall mean by ``CELL_PRIOR`` pseudo-records. k-means from one start
+draws its borders by chance, and a prompt near a border gets one cell's table or the
+other's; so ``CELL_BAGS`` partitions from different k-means starts share the difficulty
+bands, and a prompt's prediction is the mean of its cells in all of them.
 
 Its gaps between arms are the mean gaps of a hard partition that knows how hard a prompt
 is, which the kNN's neighbourhoods do not: two prompts on the same subject can sit at very
@@ -34,12 +37,14 @@ N_TASKS = 8
 N_LEVELS = 3
 CELL_PRIOR = 5.0
 LEVEL_RIDGE = 10.0
+CELL_BAGS = 5
 
 
 @dataclass
 class CellModel:
-    """Centroids (T, d) of unit rows, the difficulty ridge (d,) + bias, the band cuts
-    (L − 1,) and each cell's smoothed mean scores, (T·L, A), cell = task·L + band."""
+    """``B`` partitions (one per k-means start) sharing one difficulty ridge: centroids
+    (B, T, d) of unit rows, the ridge (d,) + bias, the band cuts (L − 1,) and each
+    partition's smoothed mean scores per cell, (B, T·L, A), cell = task·L + band."""
 
     centroids: F32
     level_w: F32
@@ -51,17 +56,25 @@ class CellModel:
     def levels(self) -> int:
         return int(self.cuts.shape[0]) + 1
 
+    @property
+    def bags(self) -> int:
+        return int(self.centroids.shape[0])
+
     def classes(self, q: F32) -> NDArray[np.int64]:
-        """Cell of each unit row of ``q`` (N, d)."""
-        half = 0.5 * np.sum(self.centroids * self.centroids, axis=1)
-        task = np.argmax(q @ self.centroids.T - half, axis=1).astype(np.int64)
+        """Cell of each unit row of ``q`` (N, d) in every partition, (N, B)."""
+        half = 0.5 * np.sum(self.centroids * self.centroids, axis=2)
+        score = np.einsum("nd,btd->nbt", q, self.centroids) - half[None, :, :]
+        task = np.argmax(score, axis=2).astype(np.int64)
         level = (q @ self.level_w + np.float32(self.level_b))[:, None] > self.cuts[None, :]
-        out: NDArray[np.int64] = task * self.levels + level.sum(axis=1).astype(np.int64)
+        out: NDArray[np.int64] = task * self.levels + level.sum(axis=1).astype(np.int64)[:, None]
         return out
 
     def predict(self, q: F32) -> F64:
-        """Each arm's smoothed mean score in the cell of every row, (N, A)."""
-        out: F64 = self.table[self.classes(np.asarray(q, np.float32))].astype(np.float64)
+        """Each arm's smoothed mean score in the cells of every row, averaged over the
+        partitions, (N, A)."""
+        cls = self.classes(np.asarray(q, np.float32))
+        per_bag = self.table[np.arange(self.bags)[None, :], cls].astype(np.float64)
+        out: F64 = per_bag.mean(axis=1)
         return out
 
 
@@ -69,14 +82,21 @@ def fit_cells(
     space: F32, sums: F32, counts: F32, prior: F32, rows: NDArray[np.int64], seed: int
 ) -> CellModel:
     """Cells fitted on ``rows`` of ``space`` (unit rows) with their weighted score sums and
-    weights per arm; ``prior`` is each arm's mean score, the value an empty cell takes."""
+    weights per arm; ``prior`` is each arm's mean score, the value an empty cell takes.
+    Partition ``b`` is k-means seeded with ``seed·CELL_BAGS + b``."""
     from sklearn.cluster import KMeans
 
     x = np.asarray(space[rows], np.float32)
     s, c = sums[rows].astype(np.float64), counts[rows].astype(np.float64)
     n_tasks = max(1, min(N_TASKS, x.shape[0]))
-    km = KMeans(n_clusters=n_tasks, n_init=4, random_state=seed).fit(x.astype(np.float64))
-    centroids = km.cluster_centers_.astype(np.float32)
+    centroids = np.stack(
+        [
+            KMeans(n_clusters=n_tasks, n_init=4, random_state=seed * CELL_BAGS + b)
+            .fit(x.astype(np.float64))
+            .cluster_centers_
+            for b in range(CELL_BAGS)
+        ]
+    ).astype(np.float32)
     seen = c.sum(axis=1) > 0
     fail = np.where(seen, 1.0 - s.sum(axis=1) / np.maximum(c.sum(axis=1), 1e-12), 0.0)
     if seen.any():
@@ -87,20 +107,22 @@ def fit_cells(
     level = x.astype(np.float64) @ level_w + level_b
     qs = np.linspace(0.0, 1.0, N_LEVELS + 1)[1:-1]
     cuts = np.quantile(level[seen], qs) if seen.any() else np.zeros(N_LEVELS - 1)
+    n_cells = n_tasks * N_LEVELS
     model = CellModel(
         centroids=centroids,
         level_w=level_w.astype(np.float32),
         level_b=float(level_b),
         cuts=np.asarray(cuts, np.float32),
-        table=np.zeros((n_tasks * N_LEVELS, sums.shape[1]), np.float32),
+        table=np.zeros((CELL_BAGS, n_cells, sums.shape[1]), np.float32),
     )
     cls = model.classes(x)
-    num = np.zeros((n_tasks * N_LEVELS, sums.shape[1]))
-    den = np.zeros_like(num)
-    np.add.at(num, cls, s)
-    np.add.at(den, cls, c)
     p = prior.astype(np.float64)[None, :]
-    model.table = ((num + CELL_PRIOR * p) / (den + CELL_PRIOR)).astype(np.float32)
+    for b in range(CELL_BAGS):
+        num = np.zeros((n_cells, sums.shape[1]))
+        den = np.zeros_like(num)
+        np.add.at(num, cls[:, b], s)
+        np.add.at(den, cls[:, b], c)
+        model.table[b] = (num + CELL_PRIOR * p) / (den + CELL_PRIOR)
     return model
 
 
@@ -155,6 +177,7 @@ def choose_cells_weight(
 
 
 __all__ = [
+    "CELL_BAGS",
     "CELL_PRIOR",
     "CELL_WEIGHTS",
     "N_LEVELS",

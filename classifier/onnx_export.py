@@ -13,9 +13,9 @@ Graph (standard ONNX operators only, built here from the fitted coefficients)::
                for large reference sets, see ``classifier.train.knn_projection``)
     scaled ─► MatMul W1 + b1 ─► Relu ─► MatMul W2 + b2 ───────────────────► network logits
     Concat(linear, near kNN, broad kNN, network) ─► MatMul W_stack + b ─► Sigmoid ─► stack p
-    kNN query ─┬─► MatMul centroidsᵀ − ½‖c‖² ─► ArgMax ─► task ─┐
-               └─► MatMul w_level + b ─► Greater cuts ─► ReduceSum ─► band ─┴─►
-               Gather table[task·L + band] ─► cell p
+    kNN query ─┬─► MatMul centroidsᵀ − ½‖c‖² ─► ArgMax per partition ─► task ─┐
+               └─► MatMul w_level + b ─► Greater cuts ─► ReduceSum ─► band ─────┴─►
+               Gather table[partition, task·L + band] ─► mean over partitions ─► cell p
     (1 − ω)·stack p + ω·cell p ─────────────────────────────────────────► p_success
 
 All outputs are float32 [N, A], columns in the order of ``metadata["arms"]``.
@@ -128,13 +128,18 @@ def to_onnx(model: TrainedModel) -> Any:
     const("zero", 0.0)
 
     cells = model.cells
-    const("cell_c_t", np.ascontiguousarray(cells.centroids.T))
-    const("cell_half", 0.5 * np.sum(cells.centroids * cells.centroids, axis=1))
+    bags, n_tasks, dim = cells.centroids.shape
+    flat_centroids = cells.centroids.reshape(bags * n_tasks, dim)
+    const("cell_c_t", np.ascontiguousarray(flat_centroids.T))
+    const("cell_half", 0.5 * np.sum(flat_centroids * flat_centroids, axis=1))
+    const("cell_bag_shape", np.asarray([0, bags, n_tasks], np.int64), np.int64)
     const("cell_lw", cells.level_w.reshape(-1, 1))
     const("cell_lb", np.asarray([cells.level_b]))
     const("cell_cuts", cells.cuts)
     const("cell_levels", np.asarray(cells.levels, np.int64), np.int64)
-    const("cell_table", cells.table)
+    n_cells = cells.table.shape[1]
+    const("cell_offsets", np.arange(bags, dtype=np.int64) * n_cells, np.int64)
+    const("cell_table", cells.table.reshape(bags * n_cells, -1))
     const("stack_share", 1.0 - model.cells_weight)
     const("cell_share", model.cells_weight)
 
@@ -207,16 +212,19 @@ def to_onnx(model: TrainedModel) -> Any:
         n("MatMul", ["mlp_h", "mlp_w2"], ["mlp_mm2"]),
         n("Add", ["mlp_mm2", "mlp_b2"], ["mlp_logit"]),
         n("MatMul", [knn_query, "cell_c_t"], ["cell_sim"]),
-        n("Sub", ["cell_sim", "cell_half"], ["cell_score"]),
-        n("ArgMax", ["cell_score"], ["cell_task"], axis=1, keepdims=0),
+        n("Sub", ["cell_sim", "cell_half"], ["cell_score_flat"]),
+        n("Reshape", ["cell_score_flat", "cell_bag_shape"], ["cell_score"]),
+        n("ArgMax", ["cell_score"], ["cell_task"], axis=2, keepdims=0),
         n("MatMul", [knn_query, "cell_lw"], ["cell_lvl_mm"]),
         n("Add", ["cell_lvl_mm", "cell_lb"], ["cell_lvl"]),
         n("Greater", ["cell_lvl", "cell_cuts"], ["cell_above"]),
         n("Cast", ["cell_above"], ["cell_above_i"], to=TensorProto.INT64),
-        n("ReduceSum", ["cell_above_i", "axis1"], ["cell_band"], keepdims=0),
+        n("ReduceSum", ["cell_above_i", "axis1"], ["cell_band"], keepdims=1),
         n("Mul", ["cell_task", "cell_levels"], ["cell_base"]),
         n("Add", ["cell_base", "cell_band"], ["cell_class"]),
-        n("Gather", ["cell_table", "cell_class"], ["cell_p"], axis=0),
+        n("Add", ["cell_class", "cell_offsets"], ["cell_row"]),
+        n("Gather", ["cell_table", "cell_row"], ["cell_p_bags"], axis=0),
+        n("ReduceMean", ["cell_p_bags"], ["cell_p"], axes=[1], keepdims=0),
         n("Concat", ["lr_logit", "near_logit", "broad_logit", "mlp_logit"], ["stack_in"], axis=1),
         n("MatMul", ["stack_in", "w_stack"], ["stack_mm"]),
         n("Add", ["stack_mm", "b_stack"], ["stack_logit"]),

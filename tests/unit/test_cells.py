@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from classifier.cells import (
+    CELL_BAGS,
     CELL_PRIOR,
     CELL_WEIGHTS,
     N_LEVELS,
@@ -44,21 +45,31 @@ def test_cells_separate_topics_and_levels_and_smooth_towards_the_prior() -> None
     prior = (sums.sum(axis=0) / counts.sum(axis=0)).astype(np.float32)
     cells = fit_cells(space, sums, counts, prior, rows, seed=0)
     cls = cells.classes(space)
-    assert cells.table.shape == (cells.centroids.shape[0] * N_LEVELS, 2)
-    # Each cell's entry is its mean score with CELL_PRIOR pseudo-records of the prior.
-    for c in np.unique(cls):
-        sel = cls == c
-        expected = (sums[sel].sum(axis=0) + CELL_PRIOR * prior) / (sel.sum() + CELL_PRIOR)
-        np.testing.assert_allclose(cells.table[c], expected, rtol=1e-5)
-    # Cells never mix the two topics, and the bands follow the difficulty.
+    n_tasks = cells.centroids.shape[1]
+    assert cls.shape == (space.shape[0], CELL_BAGS)
+    assert cells.table.shape == (CELL_BAGS, n_tasks * N_LEVELS, 2)
     topic = np.arange(space.shape[0]) % 2
-    for c in np.unique(cls):
-        assert len(np.unique(topic[cls == c])) == 1
-    band = cls % N_LEVELS
     hard = space[:, 2]
-    assert np.mean(hard[band == 0]) < np.mean(hard[band == N_LEVELS - 1])
-    # The predicted gap (arm 1 − arm 0) is larger on hard topic-1 prompts than on easy ones.
+    for b in range(CELL_BAGS):
+        # Each cell's entry is its mean score with CELL_PRIOR pseudo-records of the prior.
+        for c in np.unique(cls[:, b]):
+            sel = cls[:, b] == c
+            expected = (sums[sel].sum(axis=0) + CELL_PRIOR * prior) / (sel.sum() + CELL_PRIOR)
+            np.testing.assert_allclose(cells.table[b, c], expected, rtol=1e-5)
+            # Cells never mix the two topics.
+            assert len(np.unique(topic[sel])) == 1
+    # The partitions share the bands, and the bands follow the difficulty.
+    band = cls % N_LEVELS
+    assert (band == band[:, :1]).all()
+    assert np.mean(hard[band[:, 0] == 0]) < np.mean(hard[band[:, 0] == N_LEVELS - 1])
+    # The prediction is the mean of the partitions' cells.
     p = cells.predict(space)
+    per_bag = np.stack([cells.table[b, cls[:, b]] for b in range(CELL_BAGS)], axis=1)
+    # The partitions come from different k-means starts: they do not all agree.
+    assert not all(np.allclose(per_bag[:, b], per_bag[:, 0]) for b in range(CELL_BAGS))
+    np.testing.assert_allclose(p, per_bag.mean(axis=1), rtol=1e-6)
+    # The predicted gap (arm 1 − arm 0) is larger on hard topic-1 prompts than on easy ones.
+    band = band[:, 0]
     gap = p[:, 1] - p[:, 0]
     t1 = topic == 1
     assert gap[t1 & (band == N_LEVELS - 1)].mean() > gap[t1 & (band == 0)].mean() + 0.3
