@@ -89,10 +89,11 @@ def fit_cells(
     x = np.asarray(space[rows], np.float32)
     s, c = sums[rows].astype(np.float64), counts[rows].astype(np.float64)
     n_tasks = max(1, min(N_TASKS, x.shape[0]))
+    x64 = x.astype(np.float64)
     centroids = np.stack(
         [
             KMeans(n_clusters=n_tasks, n_init=4, random_state=seed * CELL_BAGS + b)
-            .fit(x.astype(np.float64))
+            .fit(x64)
             .cluster_centers_
             for b in range(CELL_BAGS)
         ]
@@ -104,7 +105,7 @@ def fit_cells(
         level_w, level_b = fit.coef_, fit.intercept_
     else:
         level_w, level_b = np.zeros(x.shape[1]), 0.0
-    level = x.astype(np.float64) @ level_w + level_b
+    level = x64 @ level_w + level_b
     qs = np.linspace(0.0, 1.0, N_LEVELS + 1)[1:-1]
     cuts = np.quantile(level[seen], qs) if seen.any() else np.zeros(N_LEVELS - 1)
     n_cells = n_tasks * N_LEVELS
