@@ -21,8 +21,8 @@ MODEL_TEXT = (
     "`metadata.json`) that minimises the out-of-fold error of the predicted score "
     "differences, each arm calibrated again; the served probability is then mixed with the "
     "task × difficulty cells' (the mean scores of the training prompts of the same k-means "
-    "task and difficulty band, averaged over five k-means starts), in the proportion (`cells_weight`) chosen by the same "
-    "criterion. Tokens and cost: ridge regressions on log "
+    "task and difficulty band, averaged over five k-means starts), in the proportion "
+    "(`cells_weight`) chosen by the same criterion. Tokens and cost: ridge regressions on log "
     "tokens and log cost. Exported as one ONNX graph of standard operators."
 )
 
