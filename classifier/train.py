@@ -330,24 +330,30 @@ class TrainedModel:
     counts: dict[str, Any] = field(default_factory=dict)
     prices: dict[str, dict[str, float]] = field(default_factory=dict)
 
-    def base_logits(self, x: NDArray[np.float32]) -> F64:
+    def knn_input(self, x: NDArray[np.float32], z: F64) -> NDArray[np.float32]:
+        """What the kNN and the cells read for raw features ``x`` scaled to ``z``: the
+        scaled features when the kNN has no embedding columns, else the raw ones."""
+        return z.astype(np.float32) if self.knn.on_scaled else x
+
+    def base_logits(self, x: NDArray[np.float32], z: F64 | None = None) -> F64:
         """The stack's inputs: linear scores, near and broad kNN logits, network logits
-        (N, 4A)."""
-        z = self.scaler.transform(np.asarray(x, dtype=np.float32))
+        (N, 4A); ``z`` is ``x`` scaled, when the caller already has it."""
+        x = np.asarray(x, dtype=np.float32)
+        z = self.scaler.transform(x) if z is None else z
         lr = np.column_stack([self.per_arm[a].classifier.predict(z) for a in self.arms]).astype(
             np.float64
         )
-        near, broad = self.knn.predict(z.astype(np.float32) if self.knn.on_scaled else x)
+        near, broad = self.knn.predict(self.knn_input(x, z))
         return np.concatenate([lr, logit(near), logit(broad), self.mlp.logits(z)], axis=1)
 
     def predict_all(self, x: NDArray[np.float32]) -> tuple[F64, F64, F64]:
         """(p_success, log tokens per sample, cost USD per call), each (N, A)."""
         x = np.asarray(x, dtype=np.float32)
-        s = self.base_logits(x)
-        p = sigmoid(s @ self.stack.weights + self.stack.bias)
         z = self.scaler.transform(x)
+        s = self.base_logits(x, z)
+        p = sigmoid(s @ self.stack.weights + self.stack.bias)
         if self.cells_weight:
-            q = self.knn.query(z.astype(np.float32) if self.knn.on_scaled else x)
+            q = self.knn.query(self.knn_input(x, z))
             p = (1.0 - self.cells_weight) * p + self.cells_weight * self.cells.predict(q)
         t = np.column_stack([self._tokens(a, z) for a in self.arms]).astype(np.float64)
         c = np.column_stack([self.per_arm[a].cost_regressor.predict(z) for a in self.arms]).astype(

@@ -108,7 +108,7 @@ def test_onnx_matches_sklearn_with_the_cells_mixed_in(
     (p_onnx,) = sess.run([OUTPUT_P], {"features": x})
     np.testing.assert_allclose(p_onnx, p_ref, atol=1e-5, rtol=0)
     # More than three cells of every partition are reached, so the lookup is exercised.
-    q = mixed.knn.query(mixed.scaler.transform(x).astype(np.float32) if mixed.knn.on_scaled else x)
+    q = mixed.knn.query(mixed.knn_input(x, mixed.scaler.transform(x)))
     classes = mixed.cells.classes(q)
     bags = classes.shape[1]
     assert bags > 1
