@@ -25,8 +25,9 @@ exact leave-one-out) inside :func:`train`, never on the held-apart prompts:
 
 Graded scores in [0, 1] are used as they are (fractional targets); logged records with a
 ``propensity`` are weighted by 1 / propensity (floored at 0.01). Output tokens per sample
-(``output_tokens`` / k for ``vote@k``/``best@k``): ridge on log tokens, the high estimate
-adds the 90th percentile of leave-one-out residuals; arms without token counts get a
+(``output_tokens`` / k for ``vote@k``/``best@k``): ridge on log tokens, moved by the median
+of its leave-one-out residuals so that the estimate is the median answer length; the high
+estimate is the 90th percentile of the same residuals; arms without token counts get a
 constant ``DEFAULT_TOKENS`` and are marked as not observed. Cost per call: ridge on
 ``log1p(cost in micro-dollars)``, so real per-query costs are predicted directly.
 
@@ -773,15 +774,21 @@ def _fit(
     per_arm: dict[str, ArmModel] = {}
     for a in arms:
         offset = 0.0
+        regressor: Linear | None = None
         if a in tokens:
+            # The ridge fits the mean of log tokens; output lengths are skewed in log space
+            # (a few very short answers), so that mean sits below the typical answer. The
+            # median of the leave-one-out residuals moves it onto the median.
             resid = tok_t[a][1] - tokens[a][1]
-            offset = max(float(np.quantile(resid, TOKENS_HI_QUANTILE)), 0.0)
+            shift = float(np.median(resid))
+            regressor = replace(tokens[a][0], intercept_=tokens[a][0].intercept_ + shift)
+            offset = max(float(np.quantile(resid, TOKENS_HI_QUANTILE)) - shift, 0.0)
             hyper.alpha[a] = tokens[a][0].alpha
         hyper.cost_alpha[a] = costs[a][0].alpha
         per_arm[a] = ArmModel(
             arm=a,
             classifier=linear[a][0],
-            regressor=tokens[a][0] if a in tokens else None,
+            regressor=regressor,
             cost_regressor=costs[a][0],
             c=linear[a][0].alpha,
             alpha=tokens[a][0].alpha if a in tokens else 0.0,

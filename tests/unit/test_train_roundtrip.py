@@ -253,6 +253,40 @@ def test_an_arm_that_never_failed_is_predicted_near_but_below_certainty() -> Non
     assert float(p[:, 0].std()) > 0.05  # the first arm still depends on the prompt
 
 
+def test_the_token_estimate_is_the_median_answer_length() -> None:
+    """Answer lengths skewed in log space (one answer in five cut very short): the ridge's
+    mean of log tokens would sit below most answers; the estimate is their median and the
+    high estimate their 90th percentile, on prompts the model has not seen."""
+    rng = np.random.default_rng(21)
+    n_train, n_test = 400, 4000
+    x = rng.normal(size=(n_train + n_test, N_FEATURES)).astype(np.float32)
+    short = rng.random(n_train + n_test) < 0.2
+    log_t = 5.0 + 0.5 * x[:, 1] + np.where(short, -2.0, 0.1 * rng.normal(size=short.size))
+    arms = ["a/greedy", "b/greedy"]
+    records = [
+        OutcomeRecord(
+            prompt_id=f"p{i}",
+            prompt=f"prompt {i}",
+            arm=arm,
+            score=float(rng.random() < 0.5 + 0.2 * j),
+            cost_usd=1e-5 * (1 + j),
+            input_tokens=20,
+            output_tokens=max(1, round(float(np.exp(log_t[i])))),
+        )
+        for i in range(n_train)
+        for j, arm in enumerate(arms)
+    ]
+    by_text = {f"prompt {i}": x[i] for i in range(n_train)}
+    model = train(records, seed=0, arms=arms, featurize=_featurizer(by_text), test_fraction=0.0)
+    _, t = model.predict_arrays(x[n_train:])
+    actual = log_t[n_train:]
+    for j, arm in enumerate(arms):
+        below = float(np.mean(actual <= t[:, j]))
+        assert 0.42 < below < 0.58, (arm, below)  # a mean of logs would give about 0.2
+        hi = t[:, j] + model.per_arm[arm].tokens_hi_log_offset
+        assert 0.85 < float(np.mean(actual <= hi)) < 0.95
+
+
 def test_tokens_per_sample_divides_by_the_samples_drawn() -> None:
     """An early-stopped vote records how many samples it drew; per-sample tokens use that
     count, and fall back to the arm's k when the record has none."""
