@@ -7,7 +7,8 @@ from typing import Any
 
 MODEL_TEXT = (
     "For one prompt it predicts, per arm, the expected score (`p_success`), the output "
-    "tokens per sample (expected and a 90th-percentile estimate) and the cost of one call. "
+    "tokens per sample (the median answer length and a 90th-percentile estimate) and the "
+    "cost of one call. "
     "Input: the prompt's all-MiniLM-L6-v2 embedding (384 values, ONNX Runtime; prompts "
     "longer than the embedder's 256-token window are embedded as a head and a tail chunk, "
     "see `classifier/long_prompts.py`) followed by cheap text features. Success model: a "
@@ -22,8 +23,9 @@ MODEL_TEXT = (
     "differences, each arm calibrated again; the served probability is then mixed with the "
     "task × difficulty cells' (the mean scores of the training prompts of the same k-means "
     "task and difficulty band, averaged over five k-means starts), in the proportion "
-    "(`cells_weight`) chosen by the same criterion. Tokens and cost: ridge regressions on log "
-    "tokens and log cost. Exported as one ONNX graph of standard operators."
+    "(`cells_weight`) chosen by the same criterion. Tokens: ridge regression on log tokens, "
+    "moved onto the median answer length. Cost: ridge regression on log cost. Exported as "
+    "one ONNX graph of standard operators."
 )
 
 

@@ -19,7 +19,7 @@ Graph (standard ONNX operators only, built here from the fitted coefficients)::
     (1 − ω)·stack p + ω·cell p ─────────────────────────────────────────► p_success
 
 All outputs are float32 [N, A], columns in the order of ``metadata["arms"]``.
-``log_tokens`` is the natural log of the expected output tokens per sample; the high
+``log_tokens`` is the natural log of the median output tokens per sample; the high
 estimate is ``exp(log_tokens + tokens_hi_log_offset[arm])``; ``cost_usd`` is the
 predicted cost of one call of the arm (all samples included).
 """
