@@ -1,6 +1,6 @@
 """Predictor latency beyond the embedding, on this machine.
 
-Run: ``python benchmarks/predictor.py [--model DIR] [--n N]``. Prints the median and
+Run: ``python benchmarks/predictor.py [--model DIR] [--n N] [--threads N]``. Prints the median and
 99th-percentile time of ``OnnxPredictor.predict`` for one prompt (text features + ONNX
 graph, the embedding given), and the per-prompt time of ``predict_batch`` at batch 256.
 """
@@ -34,8 +34,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", type=Path, default=default_model_dir())
     parser.add_argument("--n", type=int, default=2000)
+    parser.add_argument(
+        "--threads", type=int, default=1, help="ONNX Runtime intra-op threads (as the service's)"
+    )
     args = parser.parse_args()
-    predictor = OnnxPredictor.load(args.model)
+    predictor = OnnxPredictor.load(args.model, intra_op_threads=args.threads)
     rng = np.random.default_rng(0)
     emb = rng.normal(size=(256, 384)).astype(np.float32)
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)

@@ -126,8 +126,9 @@ class HistoryEvent:
 class Registry:
     """The model versions under ``root`` and the one promoted for serving."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, predictor_threads: int = 1) -> None:
         self.root = Path(root)
+        self.predictor_threads = predictor_threads
 
     # ---- reading --------------------------------------------------------------------
     def current_version(self) -> str | None:
@@ -197,7 +198,7 @@ class Registry:
     def load(self, version: str) -> OnnxPredictor:
         """Load and validate the predictor of ``version`` (raises ``ModelError`` if broken)."""
         p = self.path(version)
-        predictor = OnnxPredictor.load(p)
+        predictor = OnnxPredictor.load(p, intra_op_threads=self.predictor_threads)
         if predictor.version != version:
             raise ModelError(
                 f"model registry {self.root}: directory {version!r} holds a model whose "

@@ -88,10 +88,13 @@ def _load_predictor(settings: Settings) -> Predictor:
     from router.errors import ConfigError
 
     if settings.model_registry is None:
-        return OnnxPredictor.load(Path(settings.model_dir or default_model_dir()))
+        return OnnxPredictor.load(
+            Path(settings.model_dir or default_model_dir()),
+            intra_op_threads=settings.predictor_threads,
+        )
     from classifier.registry import Registry
 
-    registry = Registry(settings.model_registry)
+    registry = Registry(settings.model_registry, predictor_threads=settings.predictor_threads)
     version = registry.current_version()
     if version is None:
         raise ConfigError(
@@ -112,7 +115,8 @@ def _watch_models(settings: Settings, core: RouterCore, stack: AsyncExitStack) -
     from classifier.registry import Registry
     from router.api.metrics import count_model_swap
 
-    slot = ModelSlot(core, Registry(settings.model_registry), on_result=count_model_swap)
+    registry = Registry(settings.model_registry, predictor_threads=settings.predictor_threads)
+    slot = ModelSlot(core, registry, on_result=count_model_swap)
     task = asyncio.create_task(slot.watch(settings.model_watch_s), name="ttc-model-watch")
     stack.push_async_callback(_stop_task, task)
     return slot

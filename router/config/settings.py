@@ -34,6 +34,12 @@ class Settings(BaseSettings):
     )
     tenants_file: Path = Field(default=DEFAULTS_DIR / "tenants.demo.yaml")
     model_dir: Path | None = Field(default=None, description="predictor; unset = shipped model")
+    predictor_threads: int = Field(
+        default=1,
+        gt=0,
+        description="ONNX Runtime threads of one predictor call (more cut a lone request's "
+        "latency; one leaves the other cores to concurrent requests and the embedder)",
+    )
     cache_dir: Path = Field(default_factory=default_cache_dir)
     outcomes_dir: Path = Field(default=Path("var/outcomes"))
     max_concurrency: int = Field(default=64, gt=0)

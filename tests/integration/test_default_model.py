@@ -89,6 +89,22 @@ def test_predicts_every_arm_in_range(predictor: OnnxPredictor, embedder: OnnxEmb
     assert mean_p["premium/greedy"] > mean_p["local-7b/greedy"]
 
 
+def test_more_threads_give_the_same_predictions(
+    predictor: OnnxPredictor, embedder: OnnxEmbedder
+) -> None:
+    """``TTC_PREDICTOR_THREADS`` reaches ONNX Runtime and changes speed, not answers."""
+    two = OnnxPredictor.load(MODEL_DIR, intra_op_threads=2)
+    assert two._session.get_session_options().intra_op_num_threads == 2
+    assert predictor._session.get_session_options().intra_op_num_threads == 1
+    emb = _embed(embedder, NEW_PROMPTS)
+    for got, want in zip(
+        two.predict_batch(emb, NEW_PROMPTS), predictor.predict_batch(emb, NEW_PROMPTS), strict=True
+    ):
+        for a in ARMS:
+            assert got.arms[a].p_success == pytest.approx(want.arms[a].p_success, abs=1e-6)
+            assert got.arms[a].output_tokens == pytest.approx(want.arms[a].output_tokens, rel=1e-6)
+
+
 def test_held_out_prompts_rank_like_the_outcomes(
     predictor: OnnxPredictor, embedder: OnnxEmbedder
 ) -> None:

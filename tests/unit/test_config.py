@@ -89,3 +89,16 @@ def test_config_check_command_exit_codes() -> None:
     bad = runner.invoke(app, ["config", "check", str(BAD / "backends_unknown_key.yaml")])
     assert bad.exit_code == 1
     assert "unknown key 'endpont'" in bad.output
+
+
+def test_predictor_threads_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import ValidationError
+
+    from router.config.settings import Settings
+
+    assert Settings().predictor_threads == 1
+    monkeypatch.setenv("TTC_PREDICTOR_THREADS", "2")
+    assert Settings().predictor_threads == 2
+    monkeypatch.setenv("TTC_PREDICTOR_THREADS", "0")
+    with pytest.raises(ValidationError, match="predictor_threads"):
+        Settings()

@@ -212,6 +212,13 @@ def test_a_damaged_copy_is_not_promoted(reg: Registry, three: list[str]) -> None
     assert [e.version for e in reg.history()] == [v1]
 
 
+def test_load_uses_the_registry_s_thread_count(tmp_path: Path) -> None:
+    reg = Registry(tmp_path / "registry", predictor_threads=2)
+    version = reg.add(model_variant(tmp_path / "m", "v1"))
+    options = reg.load(version)._session.get_session_options()
+    assert options.intra_op_num_threads == 2
+
+
 def test_load_refuses_a_directory_whose_metadata_names_another_version(
     reg: Registry, three: list[str]
 ) -> None:
