@@ -1,8 +1,10 @@
 """Predictor latency beyond the embedding, on this machine.
 
-Run: ``python benchmarks/predictor.py [--model DIR] [--n N] [--threads N]``. Prints the median and
-99th-percentile time of ``OnnxPredictor.predict`` for one prompt (text features + ONNX
-graph, the embedding given), and the per-prompt time of ``predict_batch`` at batch 256.
+Run: ``python benchmarks/predictor.py [--model DIR] [--n N] [--threads N]``. Prints the
+median and 99th-percentile time of ``OnnxPredictor.predict`` for one prompt (text features
++ ONNX graph, the embedding given), and the per-prompt time of ``predict_batch`` at batch
+256. ``--threads`` sets ONNX Runtime's intra-op threads, as ``TTC_PREDICTOR_THREADS`` does
+in the service.
 """
 
 from __future__ import annotations
