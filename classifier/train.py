@@ -791,7 +791,7 @@ def _fit(
             regressor=regressor,
             cost_regressor=costs[a][0],
             c=linear[a][0].alpha,
-            alpha=tokens[a][0].alpha if a in tokens else 0.0,
+            alpha=regressor.alpha if regressor is not None else 0.0,
             cost_alpha=costs[a][0].alpha,
             tokens_hi_log_offset=offset,
             samples=samples_per_call(a),
