@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from typer.core import TyperCommand
 
 data_app = typer.Typer(help="Import and split outcome tables.", no_args_is_help=True)
 console = Console(soft_wrap=True)
@@ -56,6 +57,40 @@ def _bar(label: str) -> Iterator[Callable[[str, float], None]]:
             bar.update(task, completed=min(max(fraction, 0.0), 1.0), description=what)
 
         yield update
+
+
+FILE_LIST_FLAGS = ("--outcomes", "--train-outcomes", "--plus")
+
+
+def spread_file_lists(args: list[str], flags: tuple[str, ...] = FILE_LIST_FLAGS) -> list[str]:
+    """``--outcomes A B C`` → ``--outcomes A --outcomes B --outcomes C``.
+
+    click gives an option one value per flag; the file-list options of these commands take
+    every following argument up to the next option, as ``--outcomes FILE…`` reads.
+    """
+    out: list[str] = []
+    flag: str | None = None
+    has_value = False
+    for i, tok in enumerate(args):
+        if tok == "--":
+            return out + args[i:]
+        if tok.startswith("-"):
+            name = tok.split("=", 1)[0]
+            flag = name if name in flags else None
+            has_value = "=" in tok
+        elif flag is not None:
+            if has_value:
+                out.append(flag)
+            has_value = True
+        out.append(tok)
+    return out
+
+
+class FileListCommand(TyperCommand):
+    """A command whose file-list options take several files after one flag."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, spread_file_lists(list(args)))
 
 
 def _tiers(spec: str | None) -> dict[str, str] | None:
@@ -139,7 +174,9 @@ def data_split(
 
 
 def train(
-    outcomes: Annotated[list[Path], typer.Option("--outcomes", help="outcome files (repeatable)")],
+    outcomes: Annotated[
+        list[Path], typer.Option("--outcomes", help="outcome files, one or more: --outcomes A B")
+    ],
     out: Annotated[Path, typer.Option("--out", help="model directory to write")],
     arms: Annotated[
         str | None, typer.Option(help="arms to train, comma-separated (default: all in the data)")
@@ -194,7 +231,9 @@ def predict(
 def evaluate(
     outcomes: Annotated[
         list[Path],
-        typer.Option("--outcomes", help="test outcome files (with --folds: the whole table)"),
+        typer.Option(
+            "--outcomes", help="test outcome files, one or more (with --folds: the whole table)"
+        ),
     ],
     model: Annotated[
         Path | None, typer.Option("--model", help="model directory to evaluate")
@@ -211,7 +250,9 @@ def evaluate(
     ] = None,
     train_outcomes: Annotated[
         list[Path] | None,
-        typer.Option(help="the model's training files (default: as recorded in its metadata)"),
+        typer.Option(
+            help="the model's training files, one or more (default: as recorded in its metadata)"
+        ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
     plot: Annotated[Path | None, typer.Option(help="write a quality-vs-cost plot (PNG)")] = None,
@@ -390,7 +431,7 @@ def retrain(
     ] = None,
     plus: Annotated[
         list[Path] | None,
-        typer.Option("--plus", help="full-information benchmark tables to add (repeatable)"),
+        typer.Option("--plus", help="full-information benchmark tables to add, one or more"),
     ] = None,
     registry: Annotated[
         Path | None,
@@ -452,11 +493,11 @@ def retrain(
 def register(app: typer.Typer) -> None:
     """Add the commands to the ``ttc-router`` application."""
     app.add_typer(data_app, name="data")
-    app.command("train")(train)
+    app.command("train", cls=FileListCommand)(train)
     app.command("predict")(predict)
-    app.command("eval")(evaluate)
+    app.command("eval", cls=FileListCommand)(evaluate)
     app.command("simulate")(simulate)
-    app.command("retrain")(retrain)
+    app.command("retrain", cls=FileListCommand)(retrain)
 
 
 __all__ = ["data_app", "register"]

@@ -286,3 +286,46 @@ def test_eval_needs_exactly_one_of_model_and_folds(work: Path) -> None:
     assert res.exit_code == 2 and "--folds must be between 2 and 20" in res.output
     res = runner.invoke(app, ["eval", *test, "--folds", "3", "--arms", "local-7b/greedy,x/greedy"])
     assert res.exit_code == 2 and "x/greedy" in res.output
+
+
+def _halves(path: Path) -> tuple[Path, Path]:
+    """The file's records in two files, split between prompts, order kept."""
+    lines = path.read_text().splitlines()
+    cut = len(lines) // 2
+    while json.loads(lines[cut])["prompt_id"] == json.loads(lines[cut - 1])["prompt_id"]:
+        cut += 1
+    first, second = path.with_suffix(".a.jsonl"), path.with_suffix(".b.jsonl")
+    first.write_text("\n".join(lines[:cut]) + "\n")
+    second.write_text("\n".join(lines[cut:]) + "\n")
+    return first, second
+
+
+def test_several_outcome_files_after_one_flag(work: Path) -> None:
+    """``train --outcomes A B`` and ``eval --outcomes A B`` read both files, as one would."""
+    runner = CliRunner()
+    tr_a, tr_b = _halves(work / "train.jsonl")
+    out = work / "two-files"
+    args = ["--out", str(out), "--seed", "3", "--no-refit"]
+    res = runner.invoke(app, ["train", "--outcomes", str(tr_a), str(tr_b), *args])
+    assert res.exit_code == 0, res.output
+    meta = json.loads((out / "metadata.json").read_text())
+    assert [f["path"] for f in meta["training_data"]["files"]] == [
+        str(tr_a.resolve()),
+        str(tr_b.resolve()),
+    ]
+    single = json.loads((work / "model" / "metadata.json").read_text())
+    assert meta["onnx_sha256"] == single["onnx_sha256"]
+
+    te_a, te_b = _halves(work / "test.jsonl")
+    model = ["--model", str(work / "model"), "--json"]
+    both = runner.invoke(app, ["eval", "--outcomes", str(te_a), str(te_b), *model])
+    whole = runner.invoke(app, ["eval", "--outcomes", str(work / "test.jsonl"), *model])
+    assert both.exit_code == 0 and whole.exit_code == 0, both.output + whole.output
+    got, want = json.loads(both.stdout), json.loads(whole.stdout)
+    assert got["routing"]["prompts"] == want["routing"]["prompts"] > 0
+    assert got["routing"]["methods"] == want["routing"]["methods"]
+
+    # a stray argument after another option is still refused, not read as a file
+    stray = ["eval", "--model", str(work / "model"), "stray", "--outcomes", str(te_a)]
+    res = runner.invoke(app, stray)
+    assert res.exit_code == 2 and "unexpected extra argument(s) (stray)" in res.output
