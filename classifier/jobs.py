@@ -18,6 +18,7 @@ import numpy as np
 from classifier.outcomes_io import (
     OutcomeRecord,
     iter_json_objects,
+    prompt_id_of,
     read_outcomes,
     write_outcomes,
 )
@@ -41,7 +42,8 @@ def import_source(
     arms: Sequence[str] | None = None,
     assumed_output_tokens: int | None = None,
 ) -> list[OutcomeRecord]:
-    """Outcome records from a named public set under ``data_dir`` or a CSV/JSONL table.
+    """Outcome records from a named public set under ``data_dir`` or a CSV, JSONL or Parquet
+    table.
 
     ``tiers`` maps tier → source model (ZeroEval, GSM8K-OpenAI, AlpacaEval) or selects models
     (LLMRouter: tier names are ignored, the model names are used); ``prices`` are per
@@ -78,7 +80,8 @@ def import_source(
     path = Path(source)
     if not path.is_file():
         raise InvalidRequest(
-            f"unknown source {source!r}: give one of {', '.join(SOURCES)} or a CSV/JSONL file"
+            f"unknown source {source!r}: give one of {', '.join(SOURCES)} or a CSV, JSONL or "
+            "Parquet file"
         )
     return table.import_table(path, arms=arms, prices=prices)
 
@@ -217,14 +220,17 @@ def train_job(
 
 
 def read_prompts(path: Path) -> tuple[list[str], list[str]]:
-    """(prompt ids, prompts) of an outcome file or a JSONL of {prompt_id, prompt}."""
+    """(prompt ids, prompts) of an outcome file or a JSONL (or Parquet) of {prompt_id,
+    prompt}."""
     ids: list[str] = []
     texts: list[str] = []
     seen: set[str] = set()
     for lineno, obj in iter_json_objects(path):
-        pid, prompt = obj.get("prompt_id"), obj.get("prompt")
-        if not isinstance(pid, str) or not pid:
-            raise InvalidRequest(f"{path}:{lineno}: field 'prompt_id' must be a non-empty string")
+        pid, prompt = prompt_id_of(obj.get("prompt_id")), obj.get("prompt")
+        if pid is None:
+            raise InvalidRequest(
+                f"{path}:{lineno}: field 'prompt_id' must be a non-empty string (or an integer)"
+            )
         if not isinstance(prompt, str) or not prompt:
             raise InvalidRequest(f"{path}:{lineno}: field 'prompt' must be a non-empty string")
         if pid not in seen:

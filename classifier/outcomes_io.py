@@ -1,6 +1,8 @@
-"""Outcome records (``spec/outcomes.md``): the typed record and its JSON Lines reader/writer.
+"""Outcome records (``spec/outcomes.md``): the typed record, its reader (JSON Lines or
+Parquet with the same columns) and its JSON Lines writer.
 
-A broken record raises ``router.errors.InvalidRequest`` naming the file and line. An
+A broken record raises ``router.errors.InvalidRequest`` naming the file and line (for
+Parquet, the 1-based row). An
 outcome file is the input a caller hands to ``train``/``eval``/``predict``, so a bad
 line is a malformed request to be fixed by whoever supplied it; ``ConfigError`` is kept
 for the service's own configuration, whose failure means the service itself is
@@ -9,6 +11,7 @@ misconfigured.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
 from collections.abc import Iterable, Iterator, Mapping
@@ -22,6 +25,8 @@ from router.errors import InvalidRequest
 _REQUIRED_STR = ("prompt_id", "prompt", "arm")
 _OPTIONAL_STR = ("task", "request_id", "tenant", "ts", "model")
 _OPTIONAL_INT = ("input_tokens", "output_tokens")
+PARQUET_SUFFIXES = (".parquet", ".pq")
+_PARQUET_MAGIC = b"PAR1"
 
 
 @dataclass(frozen=True)
@@ -67,6 +72,27 @@ def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def _as_count(value: object) -> int | None:
+    """A token count: an integer >= 0, or a float with an integer value (as a Parquet
+    integer column with gaps, or a JSON ``300.0``, carries it); None when it is neither."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if value >= 0 else None
+    if isinstance(value, float) and value.is_integer() and value >= 0:
+        return int(value)
+    return None
+
+
+def prompt_id_of(value: object) -> str | None:
+    """A prompt id: a non-empty string, or an integer (kept as its decimal string)."""
+    if isinstance(value, str):
+        return value or None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
 def parse_record(obj: object, *, where: str = "<record>") -> OutcomeRecord:
     """Validate one decoded JSON object; ``where`` (e.g. ``file:line``) prefixes errors.
 
@@ -81,7 +107,10 @@ def parse_record(obj: object, *, where: str = "<record>") -> OutcomeRecord:
     for name in (*_REQUIRED_STR, "score", "cost_usd"):
         if name not in obj:
             raise bad(f"required field {name!r} is missing")
-    for name in _REQUIRED_STR:
+    prompt_id = prompt_id_of(obj["prompt_id"])
+    if prompt_id is None:
+        raise bad("field 'prompt_id' must be a non-empty string (or an integer)")
+    for name in ("prompt", "arm"):
         if not isinstance(obj[name], str) or not obj[name]:
             raise bad(f"field {name!r} must be a non-empty string")
     try:
@@ -96,11 +125,11 @@ def parse_record(obj: object, *, where: str = "<record>") -> OutcomeRecord:
     for name in _OPTIONAL_STR:
         if obj.get(name) is not None and not isinstance(obj[name], str):
             raise bad(f"field {name!r} must be a string")
+    counts: dict[str, int | None] = {}
     for name in _OPTIONAL_INT:
         value = obj.get(name)
-        if value is not None and (
-            isinstance(value, bool) or not isinstance(value, int) or value < 0
-        ):
+        counts[name] = None if value is None else _as_count(value)
+        if value is not None and counts[name] is None:
             raise bad(f"field {name!r} must be an integer >= 0, got {value!r}")
     latency = obj.get("latency_ms")
     if latency is not None and (not _is_number(latency) or latency < 0):
@@ -112,14 +141,14 @@ def parse_record(obj: object, *, where: str = "<record>") -> OutcomeRecord:
     if propensity is not None and (not _is_number(propensity) or not 0.0 < propensity <= 1.0):
         raise bad(f"field 'propensity' must be a number in (0, 1], got {propensity!r}")
     return OutcomeRecord(
-        prompt_id=obj["prompt_id"],
+        prompt_id=prompt_id,
         prompt=obj["prompt"],
         arm=obj["arm"],
         score=float(score),
         cost_usd=float(cost),
         task=obj.get("task"),
-        input_tokens=obj.get("input_tokens"),
-        output_tokens=obj.get("output_tokens"),
+        input_tokens=counts["input_tokens"],
+        output_tokens=counts["output_tokens"],
         latency_ms=None if latency is None else float(latency),
         propensity=None if propensity is None else float(propensity),
         request_id=obj.get("request_id"),
@@ -130,18 +159,41 @@ def parse_record(obj: object, *, where: str = "<record>") -> OutcomeRecord:
     )
 
 
-def iter_json_objects(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, object) of each non-blank line of a JSON Lines file.
-
-    A file that cannot be opened, a line that is not JSON, or one that is not an object
-    raises ``InvalidRequest`` naming the file and line.
-    """
+def is_parquet(path: Path) -> bool:
+    """A ``.parquet``/``.pq`` name, or a file that opens with Parquet's magic bytes."""
+    if path.suffix.lower() in PARQUET_SUFFIXES:
+        return True
     try:
-        handle = path.open("r", encoding="utf-8")
+        with path.open("rb") as handle:
+            return handle.read(len(_PARQUET_MAGIC)) == _PARQUET_MAGIC
+    except OSError:
+        return False
+
+
+def iter_json_objects(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) of each non-blank line of a JSON Lines file, or (row number,
+    row) of each row of a Parquet file (:func:`is_parquet`), null cells left out as a JSON
+    line leaves out an absent field.
+
+    A file that cannot be opened or decoded, a line that is not JSON, or one that is not an
+    object raises ``InvalidRequest`` naming the file and line.
+    """
+    if is_parquet(path):
+        yield from _iter_parquet_rows(path)
+        return
+    try:
+        handle = path.open("rb")
     except OSError as exc:
         raise InvalidRequest(f"{path}: cannot open: {exc.strerror}") from None
     with handle:
-        for lineno, line in enumerate(handle, start=1):
+        for lineno, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            except UnicodeDecodeError:
+                raise InvalidRequest(
+                    f"{path}:{lineno}: not UTF-8 text; give JSON Lines, or Parquet "
+                    f"named {' or '.join(PARQUET_SUFFIXES)}"
+                ) from None
             if not line.strip():
                 continue
             try:
@@ -153,14 +205,41 @@ def iter_json_objects(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             yield lineno, obj
 
 
+def _iter_parquet_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    row = 0
+    try:
+        table = pq.ParquetFile(path)
+        for batch in table.iter_batches(batch_size=4096):
+            for obj in batch.to_pylist():
+                row += 1
+                yield row, {k: p for k, v in obj.items() if (p := _plain(v)) is not None}
+    except FileNotFoundError as exc:
+        raise InvalidRequest(f"{path}: cannot open: {exc.strerror}") from None
+    except (OSError, pa.ArrowException) as exc:
+        where = f"{path}:{row + 1}" if row else str(path)
+        raise InvalidRequest(f"{where}: not a readable Parquet file ({exc})") from None
+
+
+def _plain(value: Any) -> Any:
+    """A Parquet cell as JSON would carry it: NaN as absent, a timestamp as ISO text."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dt.date | dt.datetime):
+        return value.isoformat()
+    return value
+
+
 def iter_outcomes(path: Path) -> Iterator[OutcomeRecord]:
-    """Yield the records of a JSON Lines file; blank lines are skipped."""
+    """Yield the records of a JSON Lines or Parquet file; blank lines are skipped."""
     for lineno, obj in iter_json_objects(path):
         yield parse_record(obj, where=f"{path}:{lineno}")
 
 
 def read_outcomes(path: Path) -> list[OutcomeRecord]:
-    """Read and validate every record of a JSON Lines file."""
+    """Read and validate every record of a JSON Lines or Parquet file."""
     return list(iter_outcomes(path))
 
 
@@ -187,8 +266,11 @@ def full_information_prompts(records: Iterable[OutcomeRecord], arms: Iterable[st
 __all__ = [
     "OutcomeRecord",
     "full_information_prompts",
+    "is_parquet",
+    "iter_json_objects",
     "iter_outcomes",
     "parse_record",
+    "prompt_id_of",
     "read_outcomes",
     "write_outcomes",
 ]

@@ -1,4 +1,4 @@
-"""A generic score table (CSV or JSON Lines, one row per prompt) → outcome records.
+"""A generic score table (CSV, JSON Lines or Parquet, one row per prompt) → outcome records.
 
 Columns (CSV header or JSON keys):
 
@@ -18,13 +18,14 @@ name the file and line.
 from __future__ import annotations
 
 import csv
+import io
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from classifier.importers.tokens import TokenCount
-from classifier.outcomes_io import OutcomeRecord, iter_json_objects
+from classifier.outcomes_io import OutcomeRecord, is_parquet, iter_json_objects
 from router.core.types import Arm, Price
 from router.errors import InvalidRequest
 
@@ -32,18 +33,25 @@ SUFFIXES = (":cost_usd", ":output_tokens", ":input_tokens")
 
 
 def _rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, row) of a CSV (header on line 1) or JSON Lines file."""
-    if path.suffix.lower() in (".jsonl", ".json", ".ndjson"):
+    """(line number, row) of a CSV (header on line 1) or JSON Lines file; (row number,
+    row) of a Parquet file."""
+    if path.suffix.lower() in (".jsonl", ".json", ".ndjson") or is_parquet(path):
         yield from iter_json_objects(path)
         return
     try:
-        handle = path.open(encoding="utf-8", newline="")
+        data = path.read_bytes()
     except OSError as exc:
         raise InvalidRequest(f"{path}: cannot open: {exc.strerror}") from None
-    with handle:
-        reader = csv.DictReader(handle)
-        for row in reader:
-            yield reader.line_num, dict(row)
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise InvalidRequest(
+            f"{path}:{line}: not UTF-8 text; give a CSV or JSON Lines file in UTF-8, or Parquet"
+        ) from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    for row in reader:
+        yield reader.line_num, dict(row)
 
 
 def _is_arm(name: str) -> bool:

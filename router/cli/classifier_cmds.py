@@ -109,7 +109,9 @@ def _prices(spec: str | None) -> Any:
 def data_import(
     source: Annotated[
         str,
-        typer.Argument(help="zeroeval | llmrouter | gsm8k-openai | alpaca-eval | FILE.csv/.jsonl"),
+        typer.Argument(
+            help="zeroeval | llmrouter | gsm8k-openai | alpaca-eval | FILE (.csv, .jsonl, .parquet)"
+        ),
     ],
     out: Annotated[Path, typer.Option("--out", help="outcome records to write (JSON Lines)")],
     tiers: Annotated[
