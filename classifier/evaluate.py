@@ -208,11 +208,23 @@ def evaluate_model(
         ),
     }
     names = feature_names(embedder.dim)
+    # A test table may hold some of the model's arms only: route among those (as a service
+    # configured with them would), and say so.
+    tested = [a for a in arms if any(r.arm == a for r in test_recs)]
+    if len(tested) < len(arms):
+        report["routed_arms"] = tested
+    if len(tested) < 2:
+        report["routing_skipped"] = (
+            f"routing needs records of at least two of the model's arms; the test file(s) "
+            f"have {tested or 'none'}"
+        )
+        return report
+    cols = [arms.index(a) for a in tested]
     routing = routing_table(
-        arms,
+        tested,
         names,
-        table.p_success,
-        table.cost_usd,
+        table.p_success[:, cols],
+        table.cost_usd[:, cols],
         features_for(e_train, train_texts),
         train_recs,
         {pid: i for i, pid in enumerate(train_ids)},
@@ -224,6 +236,11 @@ def evaluate_model(
     )
     if routing is not None:
         report["routing"] = routing
+    else:
+        report["routing_skipped"] = (
+            f"no test prompt has a record for every one of the arms {tested}, so routing "
+            "cannot be measured (spec/outcomes.md: full-information prompts only)"
+        )
     return report
 
 

@@ -424,8 +424,16 @@ def format_report(report: Mapping[str, Any]) -> str:
 
     lines = [f"model {report['model']} on {report['test_prompts']} prompts", ""]
     lines += per_arm_lines(report["per_arm"])
+    if "routed_arms" in report:
+        lines += [
+            "",
+            f"The test file(s) hold {len(report['routed_arms'])} of the model's arms; routing "
+            f"is measured among those: {', '.join(report['routed_arms']) or 'none'}.",
+        ]
     if "routing" in report:
         lines += ["", *routing_lines(report["routing"])]
+    if "routing_skipped" in report:
+        lines += ["", f"Routing not measured: {report['routing_skipped']}."]
     return "\n".join(lines)
 
 

@@ -329,3 +329,24 @@ def test_several_outcome_files_after_one_flag(work: Path) -> None:
     stray = ["eval", "--model", str(work / "model"), "stray", "--outcomes", str(te_a)]
     res = runner.invoke(app, stray)
     assert res.exit_code == 2 and "unexpected extra argument(s) (stray)" in res.output
+
+
+def test_eval_routes_among_the_arms_a_test_file_has(work: Path) -> None:
+    lines = (work / "test.jsonl").read_text().splitlines()
+    two = work / "test-two-arms.jsonl"
+    two.write_text("\n".join(x for x in lines if '"premium/greedy"' not in x) + "\n")
+    one = work / "test-one-arm.jsonl"
+    one.write_text("\n".join(x for x in lines if '"local-7b/greedy"' in x) + "\n")
+    runner = CliRunner()
+    model = ["--model", str(work / "model")]
+    res = runner.invoke(app, ["eval", *model, "--outcomes", str(two), "--json"])
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout)
+    assert report["routed_arms"] == ["local-7b/greedy", "mid-32b/greedy"]
+    routing = report["routing"]
+    assert {routing["cheap_arm"], routing["best_arm"]} <= set(report["routed_arms"])
+    assert "cpt50" in routing["methods"]["router"]  # the two-arm figures
+    assert set(report["per_arm"]) == set(report["routed_arms"])
+    table = runner.invoke(app, ["eval", *model, "--outcomes", str(one)])
+    assert table.exit_code == 0, table.output
+    assert "Routing not measured" in table.output and "at least two" in table.output
