@@ -16,7 +16,7 @@ from numpy.typing import NDArray
 
 from classifier import baselines
 from classifier import metrics as M
-from classifier.outcomes_io import OutcomeRecord, read_outcomes
+from classifier.outcomes_io import OutcomeRecord, read_outcomes, warn_if_prompt_texts_differ
 from router.errors import InvalidRequest
 
 F64 = NDArray[np.float64]
@@ -172,6 +172,7 @@ def evaluate_model(
     arms = list(predictor.arms)
     test_recs = [r for f in test_files for r in read_outcomes(f)]
     train_recs = [r for f in train_files for r in read_outcomes(f)]
+    warn_if_prompt_texts_differ(test_recs, ", ".join(map(str, test_files)))
     unknown = sorted({r.arm for r in test_recs} - set(arms))
     if unknown:
         raise InvalidRequest(

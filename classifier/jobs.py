@@ -20,6 +20,7 @@ from classifier.outcomes_io import (
     iter_json_objects,
     prompt_id_of,
     read_outcomes,
+    warn_if_prompt_texts_differ,
     write_outcomes,
 )
 from router.core.types import Price
@@ -119,6 +120,7 @@ def read_many(files: Sequence[Path]) -> list[OutcomeRecord]:
         if not got:
             raise InvalidRequest(f"{f}: no outcome records")
         records.extend(got)
+    warn_if_prompt_texts_differ(records, ", ".join(map(str, files)))
     return records
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import math
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -254,6 +255,26 @@ def write_outcomes(path: Path, records: Iterable[OutcomeRecord]) -> int:
     return n
 
 
+def warn_if_prompt_texts_differ(records: Iterable[OutcomeRecord], where: str) -> int:
+    """Log a warning when a prompt id carries more than one prompt text (say, each arm's
+    record holding its own chat template); every prompt is embedded from the text of its
+    first record. Returns how many prompt ids do."""
+    first: dict[str, str] = {}
+    differ: dict[str, None] = {}
+    for r in records:
+        if first.setdefault(r.prompt_id, r.prompt) != r.prompt:
+            differ[r.prompt_id] = None
+    if differ:
+        logging.getLogger(__name__).warning(
+            "%s: %d prompt id(s) carry more than one prompt text (first: %r); each prompt is "
+            "read from the text of its first record",
+            where,
+            len(differ),
+            next(iter(differ)),
+        )
+    return len(differ)
+
+
 def full_information_prompts(records: Iterable[OutcomeRecord], arms: Iterable[str]) -> set[str]:
     """Prompt ids that have at least one record for every arm in ``arms``."""
     wanted = set(arms)
@@ -272,5 +293,6 @@ __all__ = [
     "parse_record",
     "prompt_id_of",
     "read_outcomes",
+    "warn_if_prompt_texts_differ",
     "write_outcomes",
 ]

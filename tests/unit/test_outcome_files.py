@@ -142,3 +142,19 @@ def test_a_byte_order_mark_is_not_part_of_the_first_column(tmp_path: Path) -> No
     jsonl = tmp_path / "bom.jsonl"
     jsonl.write_bytes(b"\xef\xbb\xbf" + json.dumps(RECORDS[0]).encode() + b"\n")
     assert read_outcomes(jsonl)[0].prompt_id == "p1"
+
+
+def test_a_prompt_id_with_two_texts_is_reported(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from classifier.jobs import read_many
+
+    same = _jsonl(tmp_path / "same.jsonl", RECORDS)
+    with caplog.at_level("WARNING"):
+        read_many([same])
+    assert "prompt text" not in caplog.text
+    templated = [RECORDS[0], {**RECORDS[1], "prompt": "<|user|>What is 2+2?"}, RECORDS[2]]
+    with caplog.at_level("WARNING"):
+        read_many([_jsonl(tmp_path / "templated.jsonl", templated)])
+    assert "templated.jsonl: 1 prompt id(s) carry more than one prompt text" in caplog.text
+    assert "'p1'" in caplog.text
