@@ -166,12 +166,14 @@ def evaluate_model(
     fitted on ``train_files`` (the model's training data)."""
     from classifier.features import feature_names, features_for
     from classifier.predictor import OnnxPredictor
+    from classifier.score_scale import scale_from_metadata, to_unit_records
     from classifier.train import per_arm_metrics
 
     predictor = OnnxPredictor.load(model_dir)
     arms = list(predictor.arms)
-    test_recs = [r for f in test_files for r in read_outcomes(f)]
-    train_recs = [r for f in train_files for r in read_outcomes(f)]
+    scale = scale_from_metadata(predictor.metadata)
+    test_recs = to_unit_records([r for f in test_files for r in read_outcomes(f)], scale)
+    train_recs = to_unit_records([r for f in train_files for r in read_outcomes(f)], scale)
     warn_if_prompt_texts_differ(test_recs, ", ".join(map(str, test_files)))
     unknown = sorted({r.arm for r in test_recs} - set(arms))
     if unknown:
@@ -195,6 +197,7 @@ def evaluate_model(
     meta = predictor.metadata
     report: dict[str, Any] = {
         "model": predictor.version,
+        **({"score_scale": scale.to_json()} if scale else {}),
         "test_files": [str(f) for f in test_files],
         "train_files": [str(f) for f in train_files],
         "test_prompts": len(test_ids),

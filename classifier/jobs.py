@@ -23,6 +23,7 @@ from classifier.outcomes_io import (
     warn_if_prompt_texts_differ,
     write_outcomes,
 )
+from classifier.score_scale import scale_from_metadata, scale_of, to_unit_records
 from router.core.types import Price
 from router.errors import InvalidRequest
 
@@ -95,9 +96,10 @@ def split_records(
 
     if not 0.0 < test_fraction < 1.0:
         raise InvalidRequest("--test-fraction must be in (0, 1)")
-    test = split_prompts(
-        [r.prompt_id for r in records], seed, test_fraction, prompt_strata(records)
-    )
+    # strata read "success" as a score of at least half the scale, so a table on another
+    # scale is stratified as train and eval --folds see it
+    strata = prompt_strata(to_unit_records(records, scale_of(records)))
+    test = split_prompts([r.prompt_id for r in records], seed, test_fraction, strata)
     return [r for r in records if r.prompt_id not in test], [
         r for r in records if r.prompt_id in test
     ]
@@ -164,6 +166,8 @@ def train_job(
     records = read_many(files)
     arm_list = list(arms) if arms else sorted({r.arm for r in records})
     check_arms(records, arm_list, files)
+    scale = scale_of(r for r in records if r.arm in arm_list)
+    records = to_unit_records(records, scale)
     emb = embedder or CachedPromptEmbedder()
 
     def featurize(texts: Sequence[str]) -> Any:
@@ -195,7 +199,13 @@ def train_job(
         "records": len(records),
         "prompts": model.counts["prompts"],
     }
-    meta = save_model(model, out_dir, version_prefix=version_prefix, training_data=training_data)
+    meta = save_model(
+        model,
+        out_dir,
+        version_prefix=version_prefix,
+        training_data=training_data,
+        score_scale=scale.to_json() if scale else None,
+    )
     elapsed = time.perf_counter() - t0
     data_lines = [
         f"- `{d['path']}`: {d['records']} records, sha256 `{d['sha256'][:16]}…`"
@@ -261,6 +271,7 @@ def predict_job(
 
     report = progress or _no_progress
     predictor = OnnxPredictor.load(model_dir)
+    scale = scale_from_metadata(predictor.metadata)
     ids, texts = read_prompts(prompts_file)
     emb = embedder or CachedPromptEmbedder()
     arms = list(predictor.arms)
@@ -275,7 +286,12 @@ def predict_job(
                     "model": predictor.version,
                     "arms": {
                         a: {
-                            "p_success": round(float(table.p_success[i, j]), 6),
+                            "p_success": round(
+                                scale.from_unit(float(table.p_success[i, j]))
+                                if scale
+                                else float(table.p_success[i, j]),
+                                6,
+                            ),
                             "cost_usd": float(f"{table.cost_usd[i, j]:.6g}"),
                             "output_tokens": round(float(table.tokens[i, j]), 1),
                             "output_tokens_hi": round(float(table.tokens_hi[i, j]), 1),
@@ -380,6 +396,8 @@ def cv_job(
     records = read_many(files)
     arm_list = list(arms) if arms else sorted({r.arm for r in records})
     check_arms(records, arm_list, files)
+    scale = scale_of(r for r in records if r.arm in arm_list)
+    records = to_unit_records(records, scale)
     emb = embedder or CachedPromptEmbedder()
     ids, texts = distinct_prompts(records)
     report(f"embedding {len(texts)} prompts", 0.0)
@@ -413,6 +431,8 @@ def cv_job(
             curves_out=curves,
         )
     result["files"] = [str(f) for f in files]
+    if scale is not None:
+        result["score_scale"] = scale.to_json()
     if plot is not None:
         if not curves:
             raise InvalidRequest("no full-information prompts: nothing to plot")
@@ -425,6 +445,13 @@ def format_report(report: Mapping[str, Any]) -> str:
     from classifier.model_card import per_arm_lines, routing_lines
 
     lines = [f"model {report['model']} on {report['test_prompts']} prompts", ""]
+    if "score_scale" in report:
+        lo, hi = report["score_scale"]["lo"], report["score_scale"]["hi"]
+        lines += [
+            f"Scores run from {lo:g} to {hi:g}; they are mapped onto [0, 1] (s - {lo:g}) / "
+            f"{hi - lo:g}, and mean p, Brier and ECE are on that scale.",
+            "",
+        ]
     lines += per_arm_lines(report["per_arm"])
     if "routed_arms" in report:
         lines += [

@@ -150,6 +150,17 @@ def _chosen_lines(training: Mapping[str, Any]) -> list[str]:
     ]
 
 
+def _scale_lines(scale: Mapping[str, float] | None) -> list[str]:
+    if not scale:
+        return []
+    lo, hi = scale["lo"], scale["hi"]
+    return [
+        f"- Scores run from {lo:g} to {hi:g}; the model was trained on them mapped onto "
+        f"[0, 1], (s - {lo:g}) / {hi - lo:g}, and the metrics below are on that scale. "
+        "`ttc-router predict` maps `p_success` back onto the table's scale."
+    ]
+
+
 def model_card(
     meta: Mapping[str, Any],
     *,
@@ -175,6 +186,7 @@ def model_card(
         *_chosen_lines(meta["training"]),
         "## Training data",
         *data_lines,
+        *_scale_lines(meta.get("score_scale")),
         "",
         "## Held-out metrics",
         "Seeded split by prompt, stratified by task and by which arms succeeded: "

@@ -286,8 +286,10 @@ def build_metadata(
     version_prefix: str = "default",
     created: datetime | None = None,
     training_data: Mapping[str, Any] | None = None,
+    score_scale: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
-    """The ``metadata.json`` document for an exported model."""
+    """The ``metadata.json`` document for an exported model; ``score_scale`` is the range
+    the training scores were mapped from (``classifier.score_scale``), absent for [0, 1]."""
     when = (created or datetime.now(UTC)).astimezone(UTC)
     digest = hashlib.sha256(onnx_bytes).hexdigest()
     arms = model.arms
@@ -346,7 +348,7 @@ def build_metadata(
         },
         "training_data": dict(training_data or {}),
         "metrics": model.metrics,
-    }
+    } | ({"score_scale": dict(score_scale)} if score_scale else {})
 
 
 def save_model(
@@ -356,11 +358,17 @@ def save_model(
     version_prefix: str = "default",
     created: datetime | None = None,
     training_data: Mapping[str, Any] | None = None,
+    score_scale: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
     """Write ``model.onnx`` and ``metadata.json`` into ``out_dir``; returns the metadata."""
     data = to_onnx(model).SerializeToString()
     meta = build_metadata(
-        model, data, version_prefix=version_prefix, created=created, training_data=training_data
+        model,
+        data,
+        version_prefix=version_prefix,
+        created=created,
+        training_data=training_data,
+        score_scale=score_scale,
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = out_dir / (MODEL_FILE + ".tmp")

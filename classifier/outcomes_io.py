@@ -119,8 +119,8 @@ def parse_record(obj: object, *, where: str = "<record>") -> OutcomeRecord:
     except InvalidRequest as exc:
         raise bad(exc.message) from None
     score, cost = obj["score"], obj["cost_usd"]
-    if not _is_number(score) or not 0.0 <= score <= 1.0:
-        raise bad(f"field 'score' must be a number in [0, 1], got {score!r}")
+    if not _is_number(score):
+        raise bad(f"field 'score' must be a number (the spec's scale is [0, 1]), got {score!r}")
     if not _is_number(cost) or cost < 0.0:
         raise bad(f"field 'cost_usd' must be a number >= 0, got {cost!r}")
     for name in _OPTIONAL_STR:

@@ -53,6 +53,7 @@ from numpy.typing import NDArray
 
 from classifier import offpolicy as op
 from classifier.outcomes_io import OutcomeRecord, parse_record, read_outcomes
+from classifier.score_scale import require_unit_scores
 from router.errors import InvalidRequest, RouterError
 
 Progress = Callable[[str, float], None]
@@ -132,6 +133,7 @@ def logged_records(
         where = f"log record {row.get('decision_id') or i}"
         try:
             rec = parse_record(row, where=where)
+            require_unit_scores([rec], where)
         except InvalidRequest as exc:
             skipped.invalid += 1
             skipped.first_invalid = skipped.first_invalid or exc.message
@@ -446,6 +448,7 @@ def retrain_job(
         got = read_outcomes(f)
         if not got:
             raise InvalidRequest(f"--plus {f}: no outcome records")
+        require_unit_scores(got, f"--plus {f}")
         kept = [r for r in got if current.arms is None or r.arm in current.arms]
         for r in got:
             if current.arms is not None and r.arm not in current.arms:

@@ -4,7 +4,8 @@ Columns (CSV header or JSON keys):
 
 * ``prompt`` (required), ``prompt_id`` (default: ``<file stem>/<line>``), ``task``;
 * one score column per arm, named as the arm (``<tier>/<strategy>``, e.g.
-  ``local-7b/vote@5``), values in [0, 1]; every column whose name is an arm counts,
+  ``local-7b/vote@5``), values in [0, 1] or on any other scale (``classifier.score_scale``);
+  every column whose name is an arm counts,
   or only those given in ``arms``;
 * optional per arm: ``<arm>:cost_usd``, ``<arm>:output_tokens``, ``<arm>:input_tokens``.
 
@@ -69,7 +70,9 @@ def _number(value: Any, where: str, what: str, lo: float, hi: float) -> float:
         x = float(value)
     except (TypeError, ValueError):
         raise InvalidRequest(f"{where}: {what} must be a number, got {value!r}") from None
-    if not math.isfinite(x) or not lo <= x <= hi:
+    if not math.isfinite(x):
+        raise InvalidRequest(f"{where}: {what} must be a finite number, got {value!r}")
+    if not lo <= x <= hi:
         raise InvalidRequest(f"{where}: {what} must be in [{lo:g}, {hi:g}], got {value!r}")
     return x
 
@@ -130,7 +133,7 @@ def import_table(
             raw = _optional(row, a)
             if raw is None:
                 continue
-            score = _number(raw, where, f"score of {a!r}", 0.0, 1.0)
+            score = _number(raw, where, f"score of {a!r}", -math.inf, math.inf)
             out_raw = _optional(row, f"{a}:output_tokens")
             in_raw = _optional(row, f"{a}:input_tokens")
             out_tok = None if out_raw is None else int(_number(out_raw, where, "tokens", 0, 1e12))

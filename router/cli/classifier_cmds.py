@@ -210,6 +210,13 @@ def train(
             progress=progress,
         )
     console.print(f"wrote {out} ({meta['version']})", highlight=False)
+    if "score_scale" in meta:
+        lo, hi = meta["score_scale"]["lo"], meta["score_scale"]["hi"]
+        console.print(
+            f"scores run from {lo:g} to {hi:g}: trained on them mapped onto [0, 1]; "
+            "predict reports p_success on the table's scale",
+            highlight=False,
+        )
     routing = meta["metrics"].get("routing")
     if routing:
         console.print("\n".join(routing_lines(routing)), highlight=False)

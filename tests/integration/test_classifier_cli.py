@@ -350,3 +350,62 @@ def test_eval_routes_among_the_arms_a_test_file_has(work: Path) -> None:
     table = runner.invoke(app, ["eval", *model, "--outcomes", str(one)])
     assert table.exit_code == 0, table.output
     assert "Routing not measured" in table.output and "at least two" in table.output
+
+
+def _rescaled(path: Path, out: Path, scale: float, shift: float) -> Path:
+    rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+    out.write_text(
+        "".join(json.dumps({**r, "score": r["score"] * scale + shift}) + "\n" for r in rows)
+    )
+    return out
+
+
+@pytest.mark.parametrize(("scale", "shift"), [(10.0, 0.0), (2.0, -1.0)])
+def test_scores_on_another_scale(work: Path, scale: float, shift: float) -> None:
+    """A table scored 0–10 (or −1…1) trains the model its [0, 1] copy trains; predict
+    reports p_success on the table's scale, and eval's routing figures do not move."""
+    runner = CliRunner()
+    train = _rescaled(work / "train.jsonl", work / f"train-{scale:g}.jsonl", scale, shift)
+    test = _rescaled(work / "test.jsonl", work / f"test-{scale:g}.jsonl", scale, shift)
+    out = work / f"model-{scale:g}"
+    res = runner.invoke(
+        app, ["train", "--outcomes", str(train), "--out", str(out), "--seed", "3", "--no-refit"]
+    )
+    assert res.exit_code == 0, res.output
+    assert f"scores run from {shift:g} to {scale + shift:g}" in res.output
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["score_scale"] == {"lo": shift, "hi": scale + shift}
+    plain = json.loads((work / "model" / "metadata.json").read_text())
+    assert "score_scale" not in plain
+    assert meta["onnx_sha256"] == plain["onnx_sha256"]
+    assert "Scores run from" in (out / "MODEL_CARD.md").read_text()
+
+    pred, pred_plain = work / f"pred-{scale:g}.jsonl", work / "pred-plain.jsonl"
+    for model, dest in ((out, pred), (work / "model", pred_plain)):
+        res = runner.invoke(
+            app, ["predict", "--model", str(model), "--prompts", str(test), "--out", str(dest)]
+        )
+        assert res.exit_code == 0, res.output
+    for got, want in zip(
+        pred.read_text().splitlines(), pred_plain.read_text().splitlines(), strict=True
+    ):
+        g, w = json.loads(got)["arms"], json.loads(want)["arms"]
+        for arm in w:
+            assert g[arm]["p_success"] == pytest.approx(
+                w[arm]["p_success"] * scale + shift, abs=1e-5
+            )
+            assert g[arm]["cost_usd"] == w[arm]["cost_usd"]
+
+    reports = []
+    for model, table in ((out, test), (work / "model", work / "test.jsonl")):
+        res = runner.invoke(
+            app, ["eval", "--model", str(model), "--outcomes", str(table), "--json"]
+        )
+        assert res.exit_code == 0, res.output
+        reports.append(json.loads(res.stdout))
+    assert reports[0]["score_scale"] == meta["score_scale"]
+    for name in ("router", "task_complexity", "oracle"):
+        for key in ("apgr", "cost_at_95"):
+            assert reports[0]["routing"]["methods"][name][key] == pytest.approx(
+                reports[1]["routing"]["methods"][name][key]
+            )

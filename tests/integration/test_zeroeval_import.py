@@ -179,7 +179,7 @@ def test_answer_extraction() -> None:
             "<tier>/<strategy>",
         ),
         (
-            '{"prompt_id": "1", "prompt": "p", "arm": "a/greedy", "score": 1.5, "cost_usd": 0}',
+            '{"prompt_id": "1", "prompt": "p", "arm": "a/greedy", "score": "1", "cost_usd": 0}',
             "'score'",
         ),
         (

@@ -91,7 +91,7 @@ def test_integer_prompt_ids_and_timestamps(tmp_path: Path) -> None:
 
 
 def test_parquet_rows_are_checked_like_lines(tmp_path: Path) -> None:
-    rows = [RECORDS[0], {**RECORDS[1], "score": 1.5}]
+    rows = [RECORDS[0], {**RECORDS[1], "score": float("inf")}]
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "bad.parquet")
     with pytest.raises(InvalidRequest, match=r"bad\.parquet:2: field 'score' must be a number"):
         read_outcomes(tmp_path / "bad.parquet")

@@ -58,8 +58,8 @@ def test_jsonl_with_prices_and_tokens(tmp_path: Path) -> None:
             r"scores\.csv:3: score of 'a/greedy' must be a number",
         ),
         (
-            "prompt,a/greedy,a/greedy:cost_usd\nhi,1.5,0.1\n",
-            r"scores\.csv:2: score .* must be in \[0, 1\]",
+            "prompt,a/greedy,a/greedy:cost_usd\nhi,nan,0.1\n",
+            r"scores\.csv:2: score of 'a/greedy' must be a finite number",
         ),
         ("prompt,a/greedy\nhi,1\n", r"scores\.csv:2: arm 'a/greedy' has no 'a/greedy:cost_usd'"),
         ("prompt,notes\nhi,x\n", r"scores\.csv:\d+: no arm score columns"),
