@@ -409,3 +409,15 @@ def test_scores_on_another_scale(work: Path, scale: float, shift: float) -> None
             assert reports[0]["routing"]["methods"][name][key] == pytest.approx(
                 reports[1]["routing"]["methods"][name][key]
             )
+    if shift == 0.0:  # cross-validation reads the table by its own range
+        whole = _rescaled(work / "all.jsonl", work / f"all-{scale:g}.jsonl", scale, shift)
+        cv = []
+        for table in (whole, work / "all.jsonl"):
+            args = ["eval", "--folds", "2", "--outcomes", str(table), "--json"]
+            res = runner.invoke(app, args)
+            assert res.exit_code == 0, res.output
+            cv.append(json.loads(res.stdout))
+        assert cv[0]["score_scale"] == {"lo": 0.0, "hi": scale} and "score_scale" not in cv[1]
+        assert cv[0]["routing"]["methods"]["router"] == pytest.approx(
+            cv[1]["routing"]["methods"]["router"]
+        )
