@@ -272,6 +272,7 @@ def plot_curves(curves: Mapping[str, M.Curve], title: str, out: Path) -> None:
     ax.set_title(title)
     ax.legend(fontsize=8)
     fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120)
     plt.close(fig)
 

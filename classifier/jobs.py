@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -113,6 +114,18 @@ def file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
+def prepare_output(directory: Path, what: str) -> None:
+    """Refuse an output folder that cannot be created or written, before the work rather
+    than after it; nothing is created here, so a run that fails later leaves nothing."""
+    existing = directory
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InvalidRequest(f"{what}: cannot create {directory}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK):
+        raise InvalidRequest(f"{what}: cannot create {directory}: {existing} is not writable")
+
+
 def read_many(files: Sequence[Path]) -> list[OutcomeRecord]:
     if not files:
         raise InvalidRequest("no outcome files given")
@@ -163,6 +176,7 @@ def train_job(
 
     report = progress or _no_progress
     t0 = time.perf_counter()
+    prepare_output(out_dir, "--out")
     records = read_many(files)
     arm_list = list(arms) if arms else sorted({r.arm for r in records})
     check_arms(records, arm_list, files)
@@ -273,8 +287,10 @@ def predict_job(
     predictor = OnnxPredictor.load(model_dir)
     scale = scale_from_metadata(predictor.metadata)
     ids, texts = read_prompts(prompts_file)
+    prepare_output(out.parent, "--out")
     emb = embedder or CachedPromptEmbedder()
     arms = list(predictor.arms)
+    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     with tmp.open("w", encoding="utf-8") as handle:
         for start in range(0, len(ids), batch):
@@ -344,6 +360,8 @@ def eval_job(
         raise InvalidRequest(
             "--plot needs matplotlib, which is not installed: pip install matplotlib"
         )
+    if plot is not None:
+        prepare_output(plot.parent, "--plot")
     files = list(train_files) if train_files else training_files(model_dir)
     curves: dict[str, M.Curve] = {}
     report = evaluate_model(
@@ -392,6 +410,8 @@ def cv_job(
         raise InvalidRequest(
             "--plot needs matplotlib, which is not installed: pip install matplotlib"
         )
+    if plot is not None:
+        prepare_output(plot.parent, "--plot")
     report = progress or _no_progress
     records = read_many(files)
     arm_list = list(arms) if arms else sorted({r.arm for r in records})
@@ -469,6 +489,7 @@ def format_report(report: Mapping[str, Any]) -> str:
 def write_records(path: Path, records: Sequence[OutcomeRecord]) -> int:
     if not records:
         raise InvalidRequest("no records to write")
+    prepare_output(path.parent, str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     return write_outcomes(path, records)
 

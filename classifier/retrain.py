@@ -407,6 +407,7 @@ def retrain_job(
     """
     from classifier.embedding_cache import CachedPromptEmbedder
     from classifier.features import feature_names, features_for
+    from classifier.jobs import prepare_output
     from classifier.onnx_export import save_model
     from classifier.predictor import OnnxPredictor
     from classifier.train import train
@@ -421,6 +422,7 @@ def retrain_job(
         raise InvalidRequest("the bootstrap needs at least 20 replicates")
     if apgr_margin < 0 or cost_margin < 0:
         raise InvalidRequest("margins must be >= 0")
+    prepare_output(out_dir, "--out")
     registry: Any = None
     if registry_dir is not None:
         from classifier.registry import Registry

@@ -133,8 +133,11 @@ def load_source(
 
 def write_simulated(path: Path, outcomes: Sequence[SimulatedOutcome]) -> int:
     """Outcome records (JSON Lines) with the extra field ``samples``; returns the count."""
+    from classifier.jobs import prepare_output
+
     if not outcomes:
         raise InvalidRequest("no records to write")
+    prepare_output(path.parent, "--out")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("w", encoding="utf-8") as handle:

@@ -35,6 +35,9 @@ def _errors() -> Iterator[None]:
         yield
     except RouterError as exc:
         raise _fail(exc.message) from None
+    except OSError as exc:  # a file that could not be read or written: say which
+        where = exc.filename if exc.filename is not None else "a file"
+        raise _fail(f"{where}: {exc.strerror or exc}") from None
 
 
 @contextmanager

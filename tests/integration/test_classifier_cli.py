@@ -421,3 +421,32 @@ def test_scores_on_another_scale(work: Path, scale: float, shift: float) -> None
         assert cv[0]["routing"]["methods"]["router"] == pytest.approx(
             cv[1]["routing"]["methods"]["router"]
         )
+
+
+def test_outputs_that_cannot_be_written_are_refused_up_front(work: Path) -> None:
+    """An --out or --plot under a file (not a folder) gets a clear error, before any work."""
+    runner = CliRunner()
+    blocked = work / "train.jsonl" / "sub"  # a folder path through a regular file
+    model = ["--model", str(work / "model")]
+    cases = [
+        ["train", "--outcomes", str(work / "train.jsonl"), "--out", str(blocked)],
+        ["predict", *model, "--prompts", str(work / "test.jsonl"), "--out", str(blocked / "p")],
+        ["eval", *model, "--outcomes", str(work / "test.jsonl"), "--plot", str(blocked / "c.png")],
+        [
+            "data",
+            "split",
+            str(work / "all.jsonl"),
+            "--train-out",
+            str(blocked / "a.jsonl"),
+            "--test-out",
+            str(work / "b.jsonl"),
+        ],
+    ]
+    for args in cases:
+        res = runner.invoke(app, args)
+        assert res.exit_code == 2, (args, res.output)
+        assert f"cannot create {blocked}" in res.output.replace("\n", ""), res.output
+        assert "Traceback" not in res.output
+    # train refuses before embedding or fitting anything: its bar never moves off 0%
+    res = runner.invoke(app, cases[0])
+    assert " 0%" in res.output and "100%" not in res.output and "wrote" not in res.output
