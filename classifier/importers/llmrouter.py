@@ -81,6 +81,10 @@ def import_llmrouter(
     """
     if not llmrouter_dir.is_dir():
         raise InvalidRequest(f"LLMRouter data not found at {llmrouter_dir}")
+    if assumed_output_tokens < 1:
+        raise InvalidRequest(
+            f"assumed output tokens must be at least 1, got {assumed_output_tokens}"
+        )
     price_list = dict(load_prices(llmrouter_dir))
     price_list.update(prices or {})
     counter = count_tokens or default_counter()

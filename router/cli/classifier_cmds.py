@@ -18,6 +18,7 @@ data_app = typer.Typer(help="Import and split outcome tables.", no_args_is_help=
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
 
+SEED_MAX = 2**32 - 1  # what numpy's and scikit-learn's generators accept
 DEFAULT_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
@@ -129,7 +130,8 @@ def data_import(
     ] = None,
     data: Annotated[Path, typer.Option(help="folder of the public data sets")] = DEFAULT_DATA,
     assumed_output_tokens: Annotated[
-        int | None, typer.Option(help="llmrouter: output tokens assumed per answer (default 256)")
+        int | None,
+        typer.Option(min=1, help="llmrouter: output tokens assumed per answer (default 256)"),
     ] = None,
 ) -> None:
     """Convert a public outcome table into outcome records (spec/outcomes.md)."""
@@ -157,7 +159,7 @@ def data_split(
     train_out: Annotated[Path, typer.Option("--train-out")],
     test_out: Annotated[Path, typer.Option("--test-out")],
     test_fraction: Annotated[float, typer.Option()] = 0.2,
-    seed: Annotated[int, typer.Option()] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=SEED_MAX)] = 0,
 ) -> None:
     """Split outcome records by prompt into a train and a test file (seeded).
 
@@ -186,7 +188,7 @@ def train(
     arms: Annotated[
         str | None, typer.Option(help="arms to train, comma-separated (default: all in the data)")
     ] = None,
-    seed: Annotated[int, typer.Option()] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=SEED_MAX)] = 0,
     test_fraction: Annotated[
         float, typer.Option(help="share of prompts held apart for the model's metrics")
     ] = 0.2,
@@ -269,7 +271,12 @@ def evaluate(
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
     plot: Annotated[Path | None, typer.Option(help="write a quality-vs-cost plot (PNG)")] = None,
     seed: Annotated[
-        int, typer.Option(help="seed of the learned baselines (with --folds: of everything)")
+        int,
+        typer.Option(
+            min=0,
+            max=SEED_MAX,
+            help="seed of the learned baselines (with --folds: of everything)",
+        ),
     ] = 0,
 ) -> None:
     """Routing metrics of the router, the baselines and the oracle on test outcomes: of a
@@ -328,7 +335,7 @@ def simulate(
         str | None,
         typer.Option(help="tier=in/out,... USD per million tokens (mot-cascade has defaults)"),
     ] = None,
-    seed: Annotated[int, typer.Option(help="seed of the sample orders")] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=SEED_MAX, help="seed of the sample orders")] = 0,
     permutations: Annotated[
         int, typer.Option(help="sample orders averaged per prompt and tier")
     ] = 10,
@@ -452,7 +459,7 @@ def retrain(
     current: Annotated[
         Path | None, typer.Option(help="the current model directory (without a registry)")
     ] = None,
-    seed: Annotated[int, typer.Option()] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=SEED_MAX)] = 0,
     holdout: Annotated[
         float, typer.Option(help="share of prompts held apart to judge the candidate")
     ] = 0.2,

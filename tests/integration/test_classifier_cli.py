@@ -450,3 +450,31 @@ def test_outputs_that_cannot_be_written_are_refused_up_front(work: Path) -> None
     # train refuses before embedding or fitting anything: its bar never moves off 0%
     res = runner.invoke(app, cases[0])
     assert " 0%" in res.output and "100%" not in res.output and "wrote" not in res.output
+
+
+def test_out_of_range_numbers_are_usage_errors(work: Path) -> None:
+    """Seeds numpy and scikit-learn cannot take, and a negative token assumption, are
+    refused by the command line (exit 2, the option named), not by a stack trace."""
+    runner = CliRunner()
+    train = ["train", "--outcomes", str(work / "train.jsonl"), "--out", str(work / "s")]
+    for seed in ("-1", str(2**32)):
+        res = runner.invoke(app, [*train, "--seed", seed])
+        assert res.exit_code == 2 and "--seed" in res.output and "Traceback" not in res.output
+    res = runner.invoke(
+        app, ["eval", "--folds", "2", "--outcomes", str(work / "all.jsonl"), "--seed", "-3"]
+    )
+    assert res.exit_code == 2 and "--seed" in res.output
+    res = runner.invoke(
+        app,
+        [
+            "data",
+            "import",
+            "llmrouter",
+            "--out",
+            str(work / "l.jsonl"),
+            "--assumed-output-tokens",
+            "0",
+        ],
+    )
+    assert res.exit_code == 2 and "--assumed-output-tokens" in res.output
+    assert not (work / "s").exists() and not (work / "l.jsonl").exists()
