@@ -148,7 +148,12 @@ class OnnxPredictor:
         """Load and validate ``model.onnx`` + ``metadata.json`` from ``model_dir``."""
         model_dir = Path(model_dir)
         if not model_dir.is_dir():
-            raise _fail(model_dir, "directory does not exist")
+            raise _fail(
+                model_dir,
+                "is a file, not a model directory"
+                if model_dir.exists()
+                else "directory does not exist",
+            )
         meta = _read_metadata(model_dir)
         _check_metadata(model_dir, meta)
         _warn_if_long_prompts_differ(model_dir, meta["feature_set"].get("long_prompts"))

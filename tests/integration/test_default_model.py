@@ -188,6 +188,8 @@ def model_copy(tmp_path: Path) -> Path:
 def test_missing_directory_or_files(tmp_path: Path, model_copy: Path) -> None:
     with pytest.raises(ModelError, match="does not exist"):
         OnnxPredictor.load(tmp_path / "nowhere")
+    with pytest.raises(ModelError, match="is a file, not a model directory"):
+        OnnxPredictor.load(model_copy / "metadata.json")
     (model_copy / "model.onnx").unlink()
     with pytest.raises(ModelError, match=r"model\.onnx is missing"):
         OnnxPredictor.load(model_copy)
