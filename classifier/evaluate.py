@@ -195,9 +195,16 @@ def evaluate_model(
     table = predictor.predict_table(e_test, test_texts)
     pos = {pid: i for i, pid in enumerate(test_ids)}
     meta = predictor.metadata
+    # a test prompt also in the training files (by id, or by text under another id, as
+    # tables with repeated prompts have) is not held out
+    seen_ids, seen_texts = set(train_ids), set(train_texts)
+    overlap = sum(
+        1 for pid, t in zip(test_ids, test_texts, strict=True) if pid in seen_ids or t in seen_texts
+    )
     report: dict[str, Any] = {
         "model": predictor.version,
         **({"score_scale": scale.to_json()} if scale else {}),
+        **({"test_prompts_in_training": overlap} if overlap else {}),
         "test_files": [str(f) for f in test_files],
         "train_files": [str(f) for f in train_files],
         "test_prompts": len(test_ids),

@@ -465,6 +465,13 @@ def format_report(report: Mapping[str, Any]) -> str:
     from classifier.model_card import per_arm_lines, routing_lines
 
     lines = [f"model {report['model']} on {report['test_prompts']} prompts", ""]
+    if report.get("test_prompts_in_training"):
+        lines += [
+            f"Warning: {report['test_prompts_in_training']} of the {report['test_prompts']} "
+            "test prompts also appear in the model's training files (the same id, or the "
+            "same text under another id); the figures on those are not held out.",
+            "",
+        ]
     if "score_scale" in report:
         lo, hi = report["score_scale"]["lo"], report["score_scale"]["hi"]
         lines += [

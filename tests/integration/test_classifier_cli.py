@@ -478,3 +478,25 @@ def test_out_of_range_numbers_are_usage_errors(work: Path) -> None:
     )
     assert res.exit_code == 2 and "--assumed-output-tokens" in res.output
     assert not (work / "s").exists() and not (work / "l.jsonl").exists()
+
+
+def test_eval_says_when_test_prompts_were_trained_on(work: Path) -> None:
+    runner = CliRunner()
+    model = ["eval", "--model", str(work / "model"), "--json"]
+    held = json.loads(runner.invoke(app, [*model, "--outcomes", str(work / "test.jsonl")]).stdout)
+    assert "test_prompts_in_training" not in held
+    res = runner.invoke(app, [*model, "--outcomes", str(work / "all.jsonl")])
+    report = json.loads(res.stdout)
+    n_train = len(
+        {json.loads(x)["prompt_id"] for x in (work / "train.jsonl").read_text().splitlines()}
+    )
+    assert report["test_prompts_in_training"] == n_train and report["test_prompts"] == N_PROMPTS
+    # the same text under a new id counts too
+    renamed = work / "renamed.jsonl"
+    rows = [json.loads(x) for x in (work / "train.jsonl").read_text().splitlines()]
+    renamed.write_text(
+        "".join(json.dumps({**r, "prompt_id": "new-" + r["prompt_id"]}) + "\n" for r in rows)
+    )
+    table = runner.invoke(app, ["eval", "--model", str(work / "model"), "--outcomes", str(renamed)])
+    assert table.exit_code == 0, table.output
+    assert f"Warning: {n_train} of the {n_train} test prompts also appear" in table.output
