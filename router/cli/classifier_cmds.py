@@ -178,6 +178,14 @@ def data_split(
         f"test {len({r.prompt_id for r in test})} prompts → {test_out}",
         highlight=False,
     )
+    seen = {r.prompt for r in train}
+    repeated = len({r.prompt_id for r in test if r.prompt in seen})
+    if repeated:
+        console.print(
+            f"note: {repeated} test prompts repeat the text of a training prompt under another "
+            "id (the table holds them twice); figures on them are not held out",
+            highlight=False,
+        )
 
 
 def train(

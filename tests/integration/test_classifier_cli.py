@@ -491,7 +491,28 @@ def test_eval_says_when_test_prompts_were_trained_on(work: Path) -> None:
         {json.loads(x)["prompt_id"] for x in (work / "train.jsonl").read_text().splitlines()}
     )
     assert report["test_prompts_in_training"] == n_train and report["test_prompts"] == N_PROMPTS
-    # the same text under a new id counts too
+    # the same text under a new id counts too, and data split says so when it splits one
+    twice = work / "twice.jsonl"
+    lines = (work / "all.jsonl").read_text().splitlines()
+    again = [
+        json.dumps({**json.loads(x), "prompt_id": "again-" + json.loads(x)["prompt_id"]})
+        for x in lines
+    ]
+    twice.write_text("\n".join([*lines, *again]) + "\n")
+    res = runner.invoke(
+        app,
+        [
+            "data",
+            "split",
+            str(twice),
+            "--train-out",
+            str(work / "t1.jsonl"),
+            "--test-out",
+            str(work / "t2.jsonl"),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert "test prompts repeat the text of a training prompt" in res.output
     renamed = work / "renamed.jsonl"
     rows = [json.loads(x) for x in (work / "train.jsonl").read_text().splitlines()]
     renamed.write_text(
