@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -19,12 +18,13 @@ import numpy as np
 from classifier.outcomes_io import (
     OutcomeRecord,
     iter_json_objects,
+    prepare_output,
     prompt_id_of,
     read_outcomes,
     warn_if_prompt_texts_differ,
     write_outcomes,
 )
-from classifier.score_scale import scale_from_metadata, scale_of, to_unit_records
+from classifier.score_scale import on_unit_scale, scale_from_metadata
 from router.core.types import Price
 from router.errors import InvalidRequest
 
@@ -99,7 +99,7 @@ def split_records(
         raise InvalidRequest("--test-fraction must be in (0, 1)")
     # strata read "success" as a score of at least half the scale, so a table on another
     # scale is stratified as train and eval --folds see it
-    strata = prompt_strata(to_unit_records(records, scale_of(records)))
+    strata = prompt_strata(on_unit_scale(records)[0])
     test = split_prompts([r.prompt_id for r in records], seed, test_fraction, strata)
     return [r for r in records if r.prompt_id not in test], [
         r for r in records if r.prompt_id in test
@@ -112,18 +112,6 @@ def file_digest(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def prepare_output(directory: Path, what: str) -> None:
-    """Refuse an output folder that cannot be created or written, before the work rather
-    than after it; nothing is created here, so a run that fails later leaves nothing."""
-    existing = directory
-    while not existing.exists() and existing.parent != existing:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise InvalidRequest(f"{what}: cannot create {directory}: {existing} is not a folder")
-    if not os.access(existing, os.W_OK):
-        raise InvalidRequest(f"{what}: cannot create {directory}: {existing} is not writable")
 
 
 def read_many(files: Sequence[Path]) -> list[OutcomeRecord]:
@@ -180,8 +168,7 @@ def train_job(
     records = read_many(files)
     arm_list = list(arms) if arms else sorted({r.arm for r in records})
     check_arms(records, arm_list, files)
-    scale = scale_of(r for r in records if r.arm in arm_list)
-    records = to_unit_records(records, scale)
+    records, scale = on_unit_scale(records, arm_list)
     emb = embedder or CachedPromptEmbedder()
 
     def featurize(texts: Sequence[str]) -> Any:
@@ -416,8 +403,7 @@ def cv_job(
     records = read_many(files)
     arm_list = list(arms) if arms else sorted({r.arm for r in records})
     check_arms(records, arm_list, files)
-    scale = scale_of(r for r in records if r.arm in arm_list)
-    records = to_unit_records(records, scale)
+    records, scale = on_unit_scale(records, arm_list)
     emb = embedder or CachedPromptEmbedder()
     ids, texts = distinct_prompts(records)
     report(f"embedding {len(texts)} prompts", 0.0)

@@ -15,6 +15,7 @@ import datetime as dt
 import json
 import logging
 import math
+import os
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -255,6 +256,18 @@ def write_outcomes(path: Path, records: Iterable[OutcomeRecord]) -> int:
     return n
 
 
+def prepare_output(directory: Path, what: str) -> None:
+    """Refuse an output folder that cannot be created or written, before the work rather
+    than after it; nothing is created here, so a run that fails later leaves nothing."""
+    existing = directory
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InvalidRequest(f"{what}: cannot create {directory}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK):
+        raise InvalidRequest(f"{what}: cannot create {directory}: {existing} is not writable")
+
+
 def warn_if_prompt_texts_differ(records: Iterable[OutcomeRecord], where: str) -> int:
     """Log a warning when a prompt id carries more than one prompt text (say, each arm's
     record holding its own chat template); every prompt is embedded from the text of its
@@ -291,6 +304,7 @@ __all__ = [
     "iter_json_objects",
     "iter_outcomes",
     "parse_record",
+    "prepare_output",
     "prompt_id_of",
     "read_outcomes",
     "warn_if_prompt_texts_differ",

@@ -52,7 +52,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from classifier import offpolicy as op
-from classifier.outcomes_io import OutcomeRecord, parse_record, read_outcomes
+from classifier.outcomes_io import OutcomeRecord, parse_record, prepare_output, read_outcomes
 from classifier.score_scale import require_unit_scores
 from router.errors import InvalidRequest, RouterError
 
@@ -407,7 +407,6 @@ def retrain_job(
     """
     from classifier.embedding_cache import CachedPromptEmbedder
     from classifier.features import feature_names, features_for
-    from classifier.jobs import prepare_output
     from classifier.onnx_export import save_model
     from classifier.predictor import OnnxPredictor
     from classifier.train import train

@@ -62,6 +62,16 @@ def to_unit_records(
     return [dataclasses.replace(r, score=scale.to_unit(r.score)) for r in records]
 
 
+def on_unit_scale(
+    records: Sequence[OutcomeRecord], arms: Iterable[str] | None = None
+) -> tuple[list[OutcomeRecord], ScoreScale | None]:
+    """The records mapped onto [0, 1] by the scale of the scores of ``arms`` (all arms by
+    default), and that scale."""
+    wanted = None if arms is None else set(arms)
+    scale = scale_of(r for r in records if wanted is None or r.arm in wanted)
+    return to_unit_records(records, scale), scale
+
+
 def scale_from_metadata(meta: Mapping[str, Any]) -> ScoreScale | None:
     """The scale a model was trained on (None: scores in [0, 1])."""
     got = meta.get(METADATA_KEY)
@@ -83,6 +93,7 @@ def require_unit_scores(records: Iterable[OutcomeRecord], where: str) -> None:
 __all__ = [
     "METADATA_KEY",
     "ScoreScale",
+    "on_unit_scale",
     "require_unit_scores",
     "scale_from_metadata",
     "scale_of",

@@ -849,15 +849,15 @@ def train(
         raise InvalidRequest(f"no outcome records for arm(s) {missing}")
     if not 0.0 <= test_fraction < 1.0:
         raise InvalidRequest("test_fraction must be in [0, 1)")
-    off_scale = [r.score for r in records if r.arm in arm_list and not 0.0 <= r.score <= 1.0]
+    report = progress or _no_progress
+    wanted = set(arm_list)
+    used = [r for r in records if r.arm in wanted]
+    off_scale = [r.score for r in used if not 0.0 <= r.score <= 1.0]
     if off_scale:
         raise InvalidRequest(
             f"scores must be in [0, 1] here, got {off_scale[0]!r}; map them first "
             "(classifier.score_scale, as ttc-router train does)"
         )
-    report = progress or _no_progress
-    wanted = set(arm_list)
-    used = [r for r in records if r.arm in wanted]
     table = _prompts(used)
 
     if featurize is None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from classifier.outcomes_io import prepare_output
 from classifier.simulate.replay import (
     Progress,
     SimulatedOutcome,
@@ -133,8 +134,6 @@ def load_source(
 
 def write_simulated(path: Path, outcomes: Sequence[SimulatedOutcome]) -> int:
     """Outcome records (JSON Lines) with the extra field ``samples``; returns the count."""
-    from classifier.jobs import prepare_output
-
     if not outcomes:
         raise InvalidRequest("no records to write")
     prepare_output(path.parent, "--out")
